@@ -1,0 +1,42 @@
+# The course's commands. `make help` lists them. Every target that needs software first runs
+# the project's Ansible playbook (provisioning/site.yml), the only install recipe.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+LAB ?= hello-xdp
+SUBMISSION ?= bpf
+export ANSIBLE_CONFIG := provisioning/ansible.cfg
+
+.PHONY: help provision lab test doctor grade check release lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+provision: ## Install everything with the project's Ansible playbook (idempotent)
+	@command -v ansible-playbook >/dev/null || { apt-get update -q && apt-get install -y -q ansible-core; }
+	ansible-playbook provisioning/site.yml
+
+lab: provision ## Provision, then serve the notebooks in JupyterLab on 127.0.0.1 (Ctrl-C stops it)
+	$(PY) -m bpflab lab
+
+test: provision ## Provision, then run the whole suite (package tests, graded references, notebooks)
+	$(PY) -m pytest tests
+
+doctor: provision ## Check this machine for what the labs need, with a fix for each problem
+	$(PY) -m bpflab doctor
+
+grade: provision ## Grade SUBMISSION (a folder, default: the references in bpf/) on LAB
+	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB) --results results.json
+
+check: provision ## Grade your own lab file: make check LAB=hello-xdp SUBMISSION=labs/hello-xdp
+	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB)
+
+release: provision ## Build the student release (starters, handouts, public tests) in dist/student
+	$(PY) -m bpflab release dist/student
+
+lint: provision ## ruff and the notebook pairing check
+	$(PY) -m ruff check .
+
+clean: ## Remove every namespace a lab or grader run left behind, and build outputs
+	@if [ -x $(PY) ]; then $(PY) -m bpflab cleanup --all; fi
+	rm -rf dist results.json .pytest_cache
