@@ -1,0 +1,66 @@
+"""Lab manifests: the single description of a lab that every part of the course reads."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BPF_DIR = ROOT / "bpf"
+BPF_INCLUDE = BPF_DIR / "include"
+LABS_DIR = ROOT / "labs"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+GRADER_TESTS = ROOT / "grader" / "tests"
+HOOKS = ("xdp", "tc")
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One lab, found by its id (`hello-xdp`) from every part of the course."""
+
+    id: str
+    title: str
+    program: str  # file name of the program, e.g. hello_xdp.c
+    entry: str  # entry function, e.g. hello_xdp
+    hook: str  # "xdp" or "tc"
+    points: int  # total points of the lab's graded suite
+    notebook: str  # notebook stem under notebooks/, e.g. 00-hello-xdp
+
+    @property
+    def folder(self) -> Path:
+        return LABS_DIR / self.id
+
+    @property
+    def reference(self) -> Path:
+        """The reference solution, with its solution regions marked."""
+        return BPF_DIR / self.program
+
+    @property
+    def suite(self) -> Path:
+        """The graded pytest suite, named after the program like the kernel's selftests."""
+        return GRADER_TESTS / f"test_{Path(self.program).stem}.py"
+
+    def source(self) -> Path:
+        """The program the notebook works on: the student's copy in a release, else the reference."""
+        student_copy = self.folder / self.program
+        return student_copy if student_copy.exists() else self.reference
+
+
+def load_lab(lab_id: str) -> Lab:
+    """Read `labs/<id>/lab.toml`; unknown ids raise KeyError naming the known ones."""
+    manifest = LABS_DIR / lab_id / "lab.toml"
+    if not manifest.is_file():
+        known = ", ".join(lab.id for lab in all_labs()) or "none"
+        raise KeyError(f"no lab called {lab_id!r} (known labs: {known})")
+    data = tomllib.loads(manifest.read_text())
+    lab = Lab(**data)
+    if lab.id != lab_id or lab.hook not in HOOKS:
+        raise ValueError(f"{manifest}: id must be {lab_id!r} and hook one of {HOOKS}")
+    return lab
+
+
+def all_labs() -> list[Lab]:
+    """Every lab, in course order (by notebook number)."""
+    ids = [p.parent.name for p in LABS_DIR.glob("*/lab.toml")]
+    return sorted((load_lab(i) for i in ids), key=lambda lab: lab.notebook)

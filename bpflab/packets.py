@@ -1,0 +1,69 @@
+"""Scapy builders and checks shared by the grader's suites and the notebooks.
+
+Unit tests (test-run) have no real interfaces, so frames carry fixed, locally administered
+MACs and the topology's addresses; over the veth, the topology's real MACs are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Packet, Raw
+
+CLIENT_MAC = "02:00:00:00:00:01"
+SERVER_MAC = "02:00:00:00:00:02"
+ETH_HLEN = 14
+CLIENT_IPV4, SERVER_IPV4 = "192.0.2.1", "192.0.2.2"
+CLIENT_IPV6, SERVER_IPV6 = "2001:db8::1", "2001:db8::2"
+
+
+def ether(src: str = CLIENT_MAC, dst: str = SERVER_MAC) -> Ether:
+    return Ether(src=src, dst=dst)
+
+
+def payload(size: int) -> Raw:
+    """A recognisable payload of `size` bytes (a counting pattern, like ping's)."""
+    return Raw(bytes(i % 256 for i in range(size)))
+
+
+def icmp_echo_v4(size: int = 56, ident: int = 0x1234, seq: int = 1) -> Packet:
+    return ether() / IP(src=CLIENT_IPV4, dst=SERVER_IPV4) / ICMP(id=ident, seq=seq) / payload(size)
+
+
+def icmp_echo_v6(size: int = 56, ident: int = 0x1234, seq: int = 1) -> Packet:
+    return ether() / IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6) / ICMPv6EchoRequest(id=ident, seq=seq) / payload(size)
+
+
+def udp_v4(dport: int = 53, size: int = 16) -> Packet:
+    return ether() / IP(src=CLIENT_IPV4, dst=SERVER_IPV4) / UDP(sport=40000, dport=dport) / payload(size)
+
+
+def tcp_v4(dport: int = 80) -> Packet:
+    return ether() / IP(src=CLIENT_IPV4, dst=SERVER_IPV4) / TCP(sport=40000, dport=dport, flags="S")
+
+
+def udp_v6(dport: int = 53, size: int = 16) -> Packet:
+    return ether() / IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6) / UDP(sport=40000, dport=dport) / payload(size)
+
+
+def arp_request() -> Packet:
+    return ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT_IPV4, pdst=SERVER_IPV4, hwsrc=CLIENT_MAC)
+
+
+def truncations(frame: bytes, shortest: int = ETH_HLEN) -> Iterator[bytes]:
+    """Every prefix of `frame` shorter than the whole, from `shortest` bytes up.
+
+    Test-run refuses frames shorter than an Ethernet header (EINVAL), and so do real devices.
+    """
+    for length in range(shortest, len(frame)):
+        yield frame[:length]
+
+
+def describe(frame: bytes) -> str:
+    """A one-line scapy summary of raw frame bytes, for feedback to students."""
+    if not frame:
+        return "(empty frame)"
+    return f"{Ether(frame).summary()} ({len(frame)} bytes)"

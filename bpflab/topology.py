@@ -1,0 +1,223 @@
+"""Two network namespaces, a client and a server, joined by a veth pair.
+
+    client netns                          server netns
+    +------------------------+            +------------------------+
+    | <p>c  192.0.2.1/24     |<== veth ==>| <p>s  192.0.2.2/24     |
+    |       2001:db8::1/64   |            |       2001:db8::2/64   |
+    | XDP_PASS program       |            | the lab's program      |
+    +------------------------+            +------------------------+
+
+Why the client's veth carries an XDP_PASS program: a frame sent back with XDP_TX on a veth is
+delivered through the peer's XDP receive path, which exists only while the peer has an XDP
+program. Without one the server counts the frame as sent and the client never sees it.
+
+Every object is named after the process that made it (`bpflab-<pid>-<n>-client`), so a later
+run can tell what a killed run left behind (its pid is gone) and remove it. Deleting a netns
+deletes its veth end, and with it every XDP and TC program attached there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pyroute2 import netns
+
+from bpflab.programs import BPF_PROG_TYPE_XDP, attach_xdp, detach_xdp, existing_netns, load_raw
+
+NAME_PREFIX = "bpflab"
+NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
+NUD_PERMANENT = 0x80
+XDP_PASS = 2
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of the link: its namespace, interface and addresses."""
+
+    netns: str
+    ifname: str
+    ipv4: str
+    ipv6: str
+    mac: str = ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_stale(everything: bool = False) -> list[str]:
+    """Remove the namespaces of runs whose process is gone (all of ours if `everything`)."""
+    removed = []
+    for name in netns.listnetns():
+        match = NETNS_NAME.match(name)
+        if match and (everything or not _pid_alive(int(match.group(1)))):
+            with contextlib.suppress(FileNotFoundError):
+                netns.remove(name)
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the body in netns `name` (this thread only), e.g. to open scapy sockets there."""
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def run_in(name: str, argv: Sequence[str], timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command (ping, dig, tcpdump...) inside netns `name` and capture its output."""
+    return subprocess.run(
+        ["ip", "netns", "exec", name, *argv],
+        capture_output=True, text=True, timeout=timeout, check=False, **kwargs,
+    )
+
+
+def sysctl(name: str, key: str, value: str | int) -> None:
+    """Set a sysctl in netns `name` (e.g. net.ipv4.icmp_echo_ignore_all)."""
+    with in_netns(name), open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+        f.write(str(value))
+
+
+class Topology:
+    """A client and a server namespace joined by veth; a context manager that always cleans up.
+
+    On entry it first removes what killed earlier runs left. SIGTERM is turned into the same
+    clean exit as Ctrl-C while the topology exists.
+    """
+
+    def __init__(self, peer_xdp: bool = True) -> None:
+        self.peer_xdp = peer_xdp
+        tag = f"{NAME_PREFIX}-{os.getpid()}-{next(_counter)}"
+        short = f"bl{os.getpid()}{chr(ord('a') + int(tag.rsplit('-', 1)[1]) % 26)}"
+        self.client = Side(f"{tag}-client", f"{short}c", "192.0.2.1", "2001:db8::1")
+        self.server = Side(f"{tag}-server", f"{short}s", "192.0.2.2", "2001:db8::2")
+        self._peer_fd: int | None = None
+        self._old_sigterm = None
+
+    # -- life cycle -------------------------------------------------------------------------
+    def __enter__(self) -> Topology:
+        cleanup_stale()
+        if threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(
+                signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid())
+            )
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Delete both namespaces (and with them the veth and every program attached there)."""
+        for side in (self.client, self.server):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                netns.remove(side.netns)
+        if self._peer_fd is not None:
+            os.close(self._peer_fd)
+            self._peer_fd = None
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    def _build(self) -> None:
+        for side in (self.client, self.server):
+            netns.create(side.netns)
+        with existing_netns(self.client.netns) as cns:
+            cns.link(
+                "add", ifname=self.client.ifname, kind="veth",
+                peer={"ifname": self.server.ifname, "net_ns_fd": self.server.netns},
+            )
+        macs = {}
+        for side in (self.client, self.server):
+            with existing_netns(side.netns) as ns:
+                # Answer pings on lo too, and keep IPv6 quiet: no DAD, no router solicitations.
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                index = ns.link_lookup(ifname=side.ifname)[0]
+                ns.addr("add", index=index, address=side.ipv4, prefixlen=24)
+                ns.addr("add", index=index, address=side.ipv6, prefixlen=64, flags=0x02)  # nodad
+                ns.link("set", index=index, state="up")
+                macs[side.netns] = ns.link("get", index=index)[0].get("IFLA_ADDRESS")
+        self.client = Side(**{**self.client.__dict__, "mac": macs[self.client.netns]})
+        self.server = Side(**{**self.server.__dict__, "mac": macs[self.server.netns]})
+        # Static neighbours: no ARP or neighbour discovery traffic to confuse counts.
+        for side, peer in ((self.client, self.server), (self.server, self.client)):
+            with existing_netns(side.netns) as ns:
+                index = ns.link_lookup(ifname=side.ifname)[0]
+                for address in (peer.ipv4, peer.ipv6):
+                    ns.neigh("replace", dst=address, lladdr=peer.mac, ifindex=index, state=NUD_PERMANENT)
+        if self.peer_xdp:
+            self.add_peer_xdp()
+
+    # -- the veth XDP_TX trap -----------------------------------------------------------------
+    def add_peer_xdp(self) -> None:
+        """Give the client's veth an XDP_PASS program, so frames sent with XDP_TX arrive."""
+        if self._peer_fd is None:
+            self._peer_fd = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "peer_pass")
+        attach_xdp(self.client.netns, self.client.ifname, self._peer_fd, "native")
+
+    def remove_peer_xdp(self) -> None:
+        """Take the client's XDP_PASS program away, to see XDP_TX replies vanish."""
+        detach_xdp(self.client.netns, self.client.ifname)
+
+    # -- conveniences -------------------------------------------------------------------------
+    def ping(self, count: int = 5, ipv6: bool = False, interval: float = 0.05, size: int = 56) -> "PingResult":
+        """Ping the server from the client; return what `ping` reported."""
+        target = self.server.ipv6 if ipv6 else self.server.ipv4
+        argv = ["ping", "-6" if ipv6 else "-4", "-n", "-q", "-c", str(count), "-i", str(interval),
+                "-W", "1", "-s", str(size), target]
+        done = run_in(self.client.netns, argv, timeout=count * interval + 10)
+        return PingResult.parse(done.stdout, count)
+
+    def kernel_echo(self, enabled: bool) -> None:
+        """Let the server's kernel answer pings, or not (to prove who answered)."""
+        sysctl(self.server.netns, "net.ipv4.icmp_echo_ignore_all", 0 if enabled else 1)
+        sysctl(self.server.netns, "net.ipv6.icmp.echo_ignore_all", 0 if enabled else 1)
+
+
+@dataclass(frozen=True)
+class PingResult:
+    sent: int
+    received: int
+    output: str
+
+    @classmethod
+    def parse(cls, output: str, count: int) -> PingResult:
+        match = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+        sent, received = (int(match.group(1)), int(match.group(2))) if match else (count, 0)
+        return cls(sent, received, output.strip())
+
+
+def _raise_interrupt(owner_pid: int, signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C, so that `with Topology()` cleans up when a grader is stopped.
+
+    Children forked by pyroute2 (to open sockets in a netns) inherit this handler and are
+    ended by SIGTERM: they must die as usual rather than unwind the parent's state.
+    """
+    if os.getpid() != owner_pid:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt(f"signal {signum}")

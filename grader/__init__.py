@@ -1,0 +1,1 @@
+"""The course's autograder: pytest suites per lab, scored with points, reported for Gradescope."""
