@@ -34,7 +34,8 @@ def icmp_echo_v4(size: int = 56, ident: int = 0x1234, seq: int = 1) -> Packet:
 
 
 def icmp_echo_v6(size: int = 56, ident: int = 0x1234, seq: int = 1) -> Packet:
-    return ether() / IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6) / ICMPv6EchoRequest(id=ident, seq=seq) / payload(size)
+    ip6 = IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6)
+    return ether() / ip6 / ICMPv6EchoRequest(id=ident, seq=seq) / payload(size)
 
 
 def udp_v4(dport: int = 53, size: int = 16) -> Packet:

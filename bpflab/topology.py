@@ -183,7 +183,7 @@ class Topology:
         detach_xdp(self.client.netns, self.client.ifname)
 
     # -- conveniences -------------------------------------------------------------------------
-    def ping(self, count: int = 5, ipv6: bool = False, interval: float = 0.05, size: int = 56) -> "PingResult":
+    def ping(self, count: int = 5, ipv6: bool = False, interval: float = 0.05, size: int = 56) -> PingResult:
         """Ping the server from the client; return what `ping` reported."""
         target = self.server.ipv6 if ipv6 else self.server.ipv4
         argv = ["ping", "-6" if ipv6 else "-4", "-n", "-q", "-c", str(count), "-i", str(interval),

@@ -1,0 +1,51 @@
+"""python -m bpflab: the course runtime's commands (doctor, lab, cleanup, release, starter)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bpflab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("doctor", help="check this machine for what the labs need")
+    lab = commands.add_parser("lab", help="serve the notebooks with JupyterLab on 127.0.0.1")
+    lab.add_argument("--port", type=int, default=8888)
+    cleanup = commands.add_parser("cleanup", help="remove namespaces that killed runs left behind")
+    cleanup.add_argument("--all", action="store_true", help="also those of runs still alive")
+    release = commands.add_parser("release", help="build the student release")
+    release.add_argument("dest", type=Path)
+    starter = commands.add_parser("starter", help="print the starter of a lab's program")
+    starter.add_argument("lab")
+    args = parser.parse_args(argv)
+
+    if args.command == "doctor":
+        from bpflab.doctor import main as doctor
+
+        return doctor()
+    if args.command == "lab":
+        from bpflab.jupyter import serve
+
+        return serve(args.port)
+    if args.command == "cleanup":
+        from bpflab.topology import cleanup_stale
+
+        removed = cleanup_stale(everything=args.all)
+        print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+        return 0
+    if args.command == "release":
+        from bpflab.release import build
+
+        print(f"student release built in {build(args.dest)}")
+        return 0
+    from bpflab.labs import load_lab
+    from bpflab.starters import starter_source
+
+    print(starter_source(load_lab(args.lab).reference.read_text()), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`make lab`: JupyterLab on the course's notebooks, on 127.0.0.1 only, with a token.
+
+JupyterLab runs as a child in its own session, so that Ctrl-C reaches only this wrapper,
+which stops the server by its process id, waits for it, and then removes any namespace that a
+notebook kernel killed on the way left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+from bpflab.labs import NOTEBOOKS_DIR, ROOT
+from bpflab.topology import cleanup_stale
+
+STOP_GRACE_SECONDS = 15
+
+
+def command(port: int, token: str) -> list[str]:
+    return [
+        sys.executable, "-m", "jupyterlab",
+        "--ServerApp.ip=127.0.0.1",  # never reachable from another machine
+        f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={NOTEBOOKS_DIR}",
+        "--ServerApp.open_browser=False",
+        "--allow-root",  # BPF needs root, and so do the kernels that load programs
+    ]
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Stop the server by its pid: SIGTERM, then SIGKILL after a grace period."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def serve(port: int = 8888) -> int:
+    token = secrets.token_hex(24)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command(port, token), env=env, start_new_session=True)
+    print(f"\nJupyterLab (pid {server.pid}): http://127.0.0.1:{port}/lab?token={token}\n"
+          "Ctrl-C stops it and cleans up.\n", flush=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(server)
+        signal.signal(signal.SIGTERM, previous)
+        removed = cleanup_stale()
+        print(f"JupyterLab stopped; removed {len(removed)} namespace(s) left by notebooks.")

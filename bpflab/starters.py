@@ -1,0 +1,64 @@
+"""Student starters made from the references: the one source of truth for every solution.
+
+In a reference program, a solution region is written
+
+    /* SOLUTION: what the student must do here */
+    ...the reference code...
+    /* END SOLUTION */
+
+and the starter keeps everything else, with the region replaced by `/* TODO: ... */` at the
+same indentation. Notebook cells tagged `solution` get the same treatment (see `release`).
+"""
+
+from __future__ import annotations
+
+import re
+
+BEGIN = re.compile(r"^(?P<indent>\s*)/\* SOLUTION: (?P<hint>.*?) \*/\s*$")
+END = re.compile(r"^\s*/\* END SOLUTION \*/\s*$")
+MIN_LEAK_LENGTH = 12  # shorter solution lines (`} else {`) are too generic to count as leaks
+
+
+def split_regions(text: str) -> tuple[list[str], list[str]]:
+    """Return (starter lines, solution lines) of a reference source; unbalanced markers raise."""
+    starter: list[str] = []
+    solution: list[str] = []
+    inside = False
+    for number, line in enumerate(text.splitlines(), 1):
+        begin, end = BEGIN.match(line), END.match(line)
+        if begin:
+            if inside:
+                raise ValueError(f"line {number}: SOLUTION inside another SOLUTION region")
+            inside = True
+            starter.append(f"{begin['indent']}/* TODO: {begin['hint']} */")
+        elif end:
+            if not inside:
+                raise ValueError(f"line {number}: END SOLUTION without SOLUTION")
+            inside = False
+        elif inside:
+            solution.append(line)
+        else:
+            starter.append(line)
+    if inside:
+        raise ValueError("a SOLUTION region is never closed")
+    return starter, solution
+
+
+def starter_source(reference: str) -> str:
+    """The student's starter file for a reference program."""
+    return "\n".join(split_regions(reference)[0]) + "\n"
+
+
+def telltale_lines(reference: str) -> set[str]:
+    """Solution lines that would give the solution away if found in a release.
+
+    Lines also present outside the regions (`return XDP_PASS;`) and very short ones are not
+    telltale: the starter holds them legitimately.
+    """
+    starter, solution = split_regions(reference)
+    public = {line.strip() for line in starter}
+    return {
+        line.strip()
+        for line in solution
+        if len(line.strip()) >= MIN_LEAK_LENGTH and line.strip() not in public
+    }
