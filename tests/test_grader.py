@@ -1,0 +1,90 @@
+"""The grader through its CLI: references full marks, starters zero, failures explained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bpflab.labs import BPF_DIR, ROOT, all_labs, load_lab
+from bpflab.starters import starter_source
+from tests.conftest import run_grader, submission_with
+
+HELLO = load_lab("hello-xdp")
+
+
+@pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
+def test_reference_scores_full_marks(lab, tmp_path):
+    graded = run_grader(BPF_DIR, lab.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    assert f"Score: {lab.points}/{lab.points}" in graded.stdout, graded.stdout
+    assert graded.results["score"] == graded.results["max_score"] == lab.points
+    assert all(test["status"] == "passed" for test in graded.results["tests"])
+
+
+@pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
+def test_starter_scores_zero_without_crashing(lab, tmp_path):
+    folder = submission_with(tmp_path, lab.program, starter_source(lab.reference.read_text()))
+    graded = run_grader(folder, lab.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    assert f"Score: 0/{lab.points}" in graded.stdout, graded.stdout
+    assert graded.results["score"] == 0
+    assert all(test["output"] for test in graded.results["tests"]), "every failure needs an explanation"
+
+
+def test_unchecked_read_scores_zero_with_the_verifier_line(tmp_path):
+    reference = HELLO.reference.read_text()
+    broken = reference.replace("\tif (!eth)\n\t\treturn XDP_PASS; /* shorter than an Ethernet header: not ours to judge */\n", "")
+    broken = broken.replace("eth = parse_ethhdr(&c);", "eth = c.pos;")
+    assert broken != reference
+    graded = run_grader(submission_with(tmp_path, HELLO.program, broken), HELLO.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    assert f"Score: 0/{HELLO.points}" in graded.stdout
+    assert "The kernel's verifier rejected hello_xdp()" in graded.stdout
+    assert "invalid access to packet" in graded.stdout
+    assert "at hello_xdp.c:" in graded.stdout and "eth->h_proto" in graded.stdout
+    assert "invalid access to packet" in graded.results["output"]
+
+
+def test_compile_error_scores_zero_with_the_compiler_line(tmp_path):
+    broken = HELLO.reference.read_text().replace("proto = ip->protocol;", "proto = ip->protocol")
+    graded = run_grader(submission_with(tmp_path, HELLO.program, broken), HELLO.id, tmp_path)
+    assert graded.exit_code == 0 and graded.results["score"] == 0
+    assert "does not compile" in graded.stdout and "hello_xdp.c:" in graded.stdout and "error:" in graded.stdout
+
+
+def test_missing_file_scores_zero_and_says_so(tmp_path):
+    graded = run_grader(submission_with(tmp_path, "other.c", "int x;\n"), HELLO.id, tmp_path)
+    assert graded.exit_code == 0 and graded.results["score"] == 0
+    assert "no file called hello_xdp.c" in graded.stdout
+
+
+def test_a_program_that_drops_everything_loses_the_network_points(tmp_path):
+    dropper = HELLO.reference.read_text().replace("\t/* END SOLUTION */\n\treturn XDP_PASS;",
+                                                   "\t/* END SOLUTION */\n\treturn XDP_DROP;")
+    graded = run_grader(submission_with(tmp_path, HELLO.program, dropper), HELLO.id, tmp_path)
+    assert graded.results["score"] == 0, graded.stdout
+    assert "returned XDP_DROP" in graded.stdout and "replies came back" in graded.stdout
+
+
+def test_files_a_student_adds_are_never_loaded(tmp_path):
+    folder = submission_with(tmp_path, HELLO.program, HELLO.reference.read_text())
+    canary = tmp_path / "canary"
+    (folder / "conftest.py").write_text(f"open({str(canary)!r}, 'w').write('loaded')\n")
+    (folder / "pytest.ini").write_text("[pytest]\naddopts = --this-option-does-not-exist\n")
+    graded = run_grader(folder, HELLO.id, tmp_path)
+    assert f"Score: {HELLO.points}/{HELLO.points}" in graded.stdout, graded.stdout + graded.stderr
+    assert not canary.exists()
+
+
+def test_list_names_every_lab():
+    listed = subprocess.run([sys.executable, "-m", "grader", "list"], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert all(lab.id in listed.stdout for lab in all_labs())
+
+
+def test_unknown_lab_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "known labs: hello-xdp" in done.stderr

@@ -1,0 +1,46 @@
+"""The student release holds the starters, handouts and notebooks, and no solution text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bpflab.labs import all_labs
+from bpflab.release import SOLUTION_TAG, build
+from bpflab.starters import telltale_lines
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("release") / "student")
+
+
+def release_texts(release):
+    for path in release.rglob("*"):
+        if path.is_file():
+            yield path, path.read_text(errors="replace")
+
+
+def test_release_has_no_solution_text(release):
+    telltales = {line: lab.id for lab in all_labs() for line in telltale_lines(lab.reference.read_text())}
+    assert telltales, "the references must have solution regions"
+    leaks = [(str(path.relative_to(release)), line) for path, text in release_texts(release)
+             for line in telltales if line in text]
+    assert not leaks, f"solution text in the release: {leaks}"
+
+
+def test_release_has_no_reference_program(release):
+    assert sorted(p.name for p in (release / "bpf").iterdir()) == ["include"]
+
+
+@pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
+def test_release_has_each_lab(release, lab):
+    folder = release / "labs" / lab.id
+    assert (folder / "README.md").is_file() and (folder / "lab.toml").is_file()
+    assert "TODO" in (folder / lab.program).read_text()
+    notebook = json.loads((release / "notebooks" / f"{lab.notebook}.ipynb").read_text())
+    for cell in notebook["cells"]:
+        if SOLUTION_TAG in cell["metadata"].get("tags", []):
+            assert "".join(cell["source"]).startswith("# TODO")
+            assert not cell.get("outputs")

@@ -1,0 +1,44 @@
+"""Starters are made from the references, and every one compiles and passes the verifier."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpflab.labs import all_labs
+from bpflab.programs import load
+from bpflab.starters import split_regions, starter_source, telltale_lines
+
+REFERENCE = """int f(void)
+{
+\t/* SOLUTION: return the answer */
+\tint answer = 6 * 7;
+\treturn answer;
+\t/* END SOLUTION */
+\treturn 0;
+}
+"""
+
+
+def test_region_becomes_a_todo_at_the_same_indent():
+    assert starter_source(REFERENCE) == "int f(void)\n{\n\t/* TODO: return the answer */\n\treturn 0;\n}\n"
+
+
+def test_telltale_lines_are_the_solution_only():
+    assert telltale_lines(REFERENCE) == {"int answer = 6 * 7;", "return answer;"}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["/* SOLUTION: a */\n/* SOLUTION: b */\n", "/* END SOLUTION */\n", "/* SOLUTION: never closed */\nx;\n"],
+)
+def test_unbalanced_markers_are_refused(broken):
+    with pytest.raises(ValueError):
+        split_regions(broken)
+
+
+@pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
+def test_starter_compiles_and_verifies(lab, tmp_path):
+    source = tmp_path / lab.program
+    source.write_text(starter_source(lab.reference.read_text()))
+    assert "TODO" in source.read_text()
+    load(source, lab.entry, lab.hook).close()

@@ -1,0 +1,113 @@
+"""The topology: two namespaces joined by veth, gone after every kind of ending."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pyroute2 import netns
+
+from bpflab.labs import ROOT
+from bpflab.topology import Topology, cleanup_stale, run_in
+from tests.conftest import our_namespaces
+
+HOLD = "from bpflab.topology import Topology\nwith Topology() as t:\n    print(t.server.netns, flush=True)\n" \
+    "    import time; time.sleep(120)\n"
+
+
+def spawn(code_or_argv: str | list[str]) -> subprocess.Popen:
+    argv = [sys.executable, "-c", code_or_argv] if isinstance(code_or_argv, str) else code_or_argv
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def namespaces_of(pid: int) -> list[str]:
+    return [name for name in our_namespaces() if name.startswith(f"bpflab-{pid}-")]
+
+
+def wait_for_namespaces(pid: int, timeout: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(found := namespaces_of(pid)) == 2:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} made no topology within {timeout} s")
+
+
+def test_both_sides_reach_each_other_over_v4_and_v6():
+    with Topology() as topo:
+        assert topo.ping(count=3).received == 3
+        assert topo.ping(count=3, ipv6=True).received == 3
+        back = run_in(topo.server.netns, ["ping", "-c", "1", "-W", "1", topo.client.ipv4])
+        assert back.returncode == 0, back.stdout
+
+
+def test_names_carry_the_run_and_everything_goes_with_the_namespaces():
+    with Topology() as topo:
+        names = (topo.client.netns, topo.server.netns)
+        assert all(name.startswith(f"bpflab-{os.getpid()}-") for name in names)
+        assert all(name in netns.listnetns() for name in names)
+        assert str(os.getpid()) in topo.server.ifname and len(topo.server.ifname) <= 15
+    assert not any(name in netns.listnetns() for name in names)
+
+
+def test_peer_xdp_program_is_on_the_client():
+    with Topology() as topo:
+        shown = run_in(topo.client.netns, ["ip", "link", "show", topo.client.ifname]).stdout
+        assert "xdp" in shown and "peer_pass" in run_in(topo.client.netns, ["ip", "-d", "link"]).stdout
+        topo.remove_peer_xdp()
+        assert "prog/xdp" not in run_in(topo.client.netns, ["ip", "-d", "link", "show", topo.client.ifname]).stdout
+
+
+def test_kernel_echo_can_be_switched_off():
+    with Topology() as topo:
+        topo.kernel_echo(False)
+        assert topo.ping(count=2).received == 0
+        topo.kernel_echo(True)
+        assert topo.ping(count=2).received == 2
+
+
+def test_sigterm_cleans_up():
+    holder = spawn(HOLD)
+    wait_for_namespaces(holder.pid)
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(30)
+    assert namespaces_of(holder.pid) == []
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next():
+    holder = spawn(HOLD)
+    left = wait_for_namespaces(holder.pid)
+    holder.kill()  # SIGKILL: no cleanup can run
+    holder.wait(30)
+    assert sorted(namespaces_of(holder.pid)) == sorted(left)
+    with Topology():  # the next run starts by removing them
+        assert namespaces_of(holder.pid) == []
+
+
+def test_cleanup_spares_live_runs_unless_told():
+    with Topology() as topo:
+        assert topo.server.netns not in cleanup_stale()
+        assert topo.server.netns in cleanup_stale(everything=True)
+
+
+def test_ctrl_c_in_a_graded_run_leaves_nothing(tmp_path):
+    grader = spawn([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "hello-xdp"])
+    wait_for_namespaces(grader.pid)
+    grader.send_signal(signal.SIGINT)
+    assert grader.wait(60) == 130, grader.stderr.read()
+    assert namespaces_of(grader.pid) == []
+
+
+def test_a_killed_grader_is_cleaned_up_by_the_next_run():
+    grader = spawn([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "hello-xdp"])
+    wait_for_namespaces(grader.pid)
+    grader.kill()
+    grader.wait(30)
+    assert namespaces_of(grader.pid), "kill -9 should have left the namespaces for the next run"
+    again = subprocess.run([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "hello-xdp"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert "Score: 10/10" in again.stdout
+    assert namespaces_of(grader.pid) == []
