@@ -20,7 +20,7 @@ lab: provision ## Provision, then serve the notebooks in JupyterLab on 127.0.0.1
 	$(PY) -m bpflab lab
 
 test: provision ## Provision, then run the whole suite (package tests, graded references, notebooks)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
 
 doctor: provision ## Check this machine for what the labs need, with a fix for each problem
 	$(PY) -m bpflab doctor

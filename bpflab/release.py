@@ -53,7 +53,7 @@ def build(dest: Path) -> Path:
         notebook = NOTEBOOKS_DIR / f"{lab.notebook}.py"
         if notebook.exists():
             student_notebook(notebook, dest / "notebooks" / f"{lab.notebook}.ipynb")
-    readme = ROOT / "labs" / "README-student.md"
+    readme = ROOT / "labs" / "README.md"
     if readme.exists():
         shutil.copy2(readme, dest / "README.md")
     return dest

@@ -222,9 +222,11 @@ for proto, count in sorted(counts.items()):
     print(f"protocol {proto:3} {PROTOCOLS.get(proto, 'other'):8} {count} packets")
 
 # %% [markdown]
-# The pings show up under 1 (ICMP) and 58 (ICMPv6). You may also see protocol 0: that is IPv6's
-# Hop-by-Hop options header, which the client's own multicast listener reports (MLD) start with.
-# Our program counts the first `nexthdr` it finds and does not follow extension headers.
+# The pings show up under 1 (ICMP) and 58 (ICMPv6). ICMPv6 may count a little more than the
+# pings: the client's IPv6 stack sends a few messages of its own when its interface comes up
+# (multicast listener reports). Some of those start with IPv6's Hop-by-Hop options header, and
+# land under protocol 0: the program counts the first `nexthdr` and does not follow extension
+# headers.
 #
 # The same numbers as a chart:
 
@@ -236,6 +238,7 @@ for proto, count in counts.items():
 fig, ax = plt.subplots(figsize=(6, 3))
 bars = ax.bar(list(by_name), list(by_name.values()), color="tab:blue")
 ax.bar_label(bars)
+ax.margins(y=0.2)  # room for the labels
 ax.set_ylabel("packets")
 ax.set_title(f"Packets counted by {program.name} on {topo.server.ifname}")
 plt.show()

@@ -35,7 +35,8 @@ def test_starter_scores_zero_without_crashing(lab, tmp_path):
 
 def test_unchecked_read_scores_zero_with_the_verifier_line(tmp_path):
     reference = HELLO.reference.read_text()
-    broken = reference.replace("\tif (!eth)\n\t\treturn XDP_PASS; /* shorter than an Ethernet header: not ours to judge */\n", "")
+    check = "\tif (!eth)\n\t\treturn XDP_PASS; /* shorter than an Ethernet header: not ours to judge */\n"
+    broken = reference.replace(check, "")
     broken = broken.replace("eth = parse_ethhdr(&c);", "eth = c.pos;")
     assert broken != reference
     graded = run_grader(submission_with(tmp_path, HELLO.program, broken), HELLO.id, tmp_path)
@@ -51,7 +52,8 @@ def test_compile_error_scores_zero_with_the_compiler_line(tmp_path):
     broken = HELLO.reference.read_text().replace("proto = ip->protocol;", "proto = ip->protocol")
     graded = run_grader(submission_with(tmp_path, HELLO.program, broken), HELLO.id, tmp_path)
     assert graded.exit_code == 0 and graded.results["score"] == 0
-    assert "does not compile" in graded.stdout and "hello_xdp.c:" in graded.stdout and "error:" in graded.stdout
+    assert "does not compile" in graded.stdout
+    assert "hello_xdp.c:" in graded.stdout and "error:" in graded.stdout
 
 
 def test_missing_file_scores_zero_and_says_so(tmp_path):

@@ -17,7 +17,10 @@ def suite_points(lab) -> int:
     total = 0
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-            marks = [d for d in node.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "points"]
+            marks = [
+                d for d in node.decorator_list
+                if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "points"
+            ]
             assert len(marks) == 1, f"{lab.suite.name}::{node.name} needs exactly one @points(n)"
             total += marks[0].args[0].value
     return total

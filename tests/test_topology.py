@@ -14,8 +14,13 @@ from bpflab.labs import ROOT
 from bpflab.topology import Topology, cleanup_stale, run_in
 from tests.conftest import our_namespaces
 
-HOLD = "from bpflab.topology import Topology\nwith Topology() as t:\n    print(t.server.netns, flush=True)\n" \
-    "    import time; time.sleep(120)\n"
+HOLD = """
+import time
+from bpflab.topology import Topology
+with Topology() as t:
+    print(t.server.netns, flush=True)
+    time.sleep(120)
+"""
 
 
 def spawn(code_or_argv: str | list[str]) -> subprocess.Popen:
@@ -58,7 +63,8 @@ def test_peer_xdp_program_is_on_the_client():
         shown = run_in(topo.client.netns, ["ip", "link", "show", topo.client.ifname]).stdout
         assert "xdp" in shown and "peer_pass" in run_in(topo.client.netns, ["ip", "-d", "link"]).stdout
         topo.remove_peer_xdp()
-        assert "prog/xdp" not in run_in(topo.client.netns, ["ip", "-d", "link", "show", topo.client.ifname]).stdout
+        shown = run_in(topo.client.netns, ["ip", "-d", "link", "show", topo.client.ifname]).stdout
+        assert "prog/xdp" not in shown
 
 
 def test_kernel_echo_can_be_switched_off():
