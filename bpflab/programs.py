@@ -6,19 +6,26 @@ putting them in its exceptions, so compile and load run with file descriptor 2 c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from pyroute2 import NetNS
 
 from bpflab.labs import BPF_INCLUDE
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Flags of IFLA_XDP (include/uapi/linux/if_link.h).
 XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: runs after the skb is built, works on any device
@@ -220,6 +227,25 @@ def load_raw(prog_type: int, verdict: int, name: str) -> int:
     return fd
 
 
+def outside_event_loop(func: Callable[P, R]) -> Callable[P, R]:
+    """Run `func` in a worker thread when the caller's thread runs an asyncio loop.
+
+    pyroute2 0.9 drives netlink with an asyncio loop of its own, which cannot start inside a
+    running one, and a Jupyter kernel runs every cell inside one.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return func(*args, **kwargs)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink") as worker:
+            return worker.submit(func, *args, **kwargs).result()
+
+    return wrapper
+
+
 def existing_netns(name: str) -> NetNS:
     """A netlink socket in netns `name`. Unlike pyroute2's default, never creates the netns."""
     return NetNS(name, flags=0)
@@ -232,6 +258,7 @@ def _index(ns: NetNS, ifname: str) -> int:
     return found[0]
 
 
+@outside_event_loop
 def attach_xdp(netns: str, ifname: str, fd: int, mode: str = "native") -> str:
     """Attach the XDP program `fd` to `ifname` in `netns`; return the mode it runs in.
 
@@ -254,6 +281,7 @@ def attach_xdp(netns: str, ifname: str, fd: int, mode: str = "native") -> str:
             return "generic"
 
 
+@outside_event_loop
 def xdp_mode(netns: str, ifname: str) -> str | None:
     """The mode of the XDP program on `ifname` ("native", "generic") or None."""
     with existing_netns(netns) as ns:
@@ -266,6 +294,7 @@ def xdp_mode(netns: str, ifname: str) -> str | None:
     return None
 
 
+@outside_event_loop
 def detach_xdp(netns: str, ifname: str) -> None:
     """Remove whatever XDP program `ifname` carries, in either mode."""
     with existing_netns(netns) as ns:
@@ -275,6 +304,7 @@ def detach_xdp(netns: str, ifname: str) -> None:
                 ns.link("set", index=index, xdp_fd=-1, xdp_flags=flags)
 
 
+@outside_event_loop
 def attach_tc(netns: str, ifname: str, fd: int, name: str, direction: str = "ingress") -> None:
     """Attach the SCHED_CLS program `fd` at clsact ingress or egress, in direct-action mode."""
     with existing_netns(netns) as ns:
@@ -287,6 +317,7 @@ def attach_tc(netns: str, ifname: str, fd: int, name: str, direction: str = "ing
         )
 
 
+@outside_event_loop
 def detach_tc(netns: str, ifname: str) -> None:
     """Remove the clsact qdisc, and with it every TC program on `ifname`."""
     with existing_netns(netns) as ns, contextlib.suppress(Exception):

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 from pyroute2 import netns
 
-from bpflab.programs import BPF_PROG_TYPE_XDP, attach_xdp, detach_xdp, existing_netns, load_raw
+from bpflab.programs import (
+    BPF_PROG_TYPE_XDP,
+    attach_xdp,
+    detach_xdp,
+    existing_netns,
+    load_raw,
+    outside_event_loop,
+)
 
 NAME_PREFIX = "bpflab"
 NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
@@ -61,6 +68,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@outside_event_loop
 def cleanup_stale(everything: bool = False) -> list[str]:
     """Remove the namespaces of runs whose process is gone (all of ours if `everything`)."""
     removed = []
@@ -115,6 +123,10 @@ class Topology:
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Topology:
+        return self.start()
+
+    def start(self) -> Topology:
+        """Build it (what `with` does on entry); for notebooks, where one `with` cannot span cells."""
         cleanup_stale()
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(
@@ -132,9 +144,7 @@ class Topology:
 
     def close(self) -> None:
         """Delete both namespaces (and with them the veth and every program attached there)."""
-        for side in (self.client, self.server):
-            with contextlib.suppress(FileNotFoundError, OSError):
-                netns.remove(side.netns)
+        self._remove_namespaces()
         if self._peer_fd is not None:
             os.close(self._peer_fd)
             self._peer_fd = None
@@ -142,6 +152,13 @@ class Topology:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
 
+    @outside_event_loop
+    def _remove_namespaces(self) -> None:
+        for side in (self.client, self.server):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                netns.remove(side.netns)
+
+    @outside_event_loop
     def _build(self) -> None:
         for side in (self.client, self.server):
             netns.create(side.netns)

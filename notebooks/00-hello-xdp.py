@@ -49,24 +49,13 @@
 # ## Setup
 #
 # Everything runs as root (loading BPF programs and creating namespaces needs it). The course's
-# runtime, `bpflab`, lives in the project folder, the parent of `notebooks/`.
-#
-# One Jupyter quirk: the kernel runs every cell inside an asyncio event loop, and the netlink
-# library `bpflab` uses to build networks and attach programs (pyroute2) cannot run inside one.
-# `netlink(f, ...)` below runs such a call in a helper thread instead. Outside Jupyter (in the
-# grader, or with `with Topology() as topo:` in a script) you call the functions directly.
+# runtime, `bpflab`, lives in the project folder, the parent of `notebooks/`; the project's venv
+# has it on its import path.
 
 # %%
 import subprocess
-import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-try:
-    import bpflab  # noqa: F401
-except ModuleNotFoundError:  # the course is not installed in the venv: use the project folder
-    sys.path.insert(0, str(Path.cwd().parent))
 
 import matplotlib.pyplot as plt
 from IPython.display import Code, display
@@ -76,13 +65,6 @@ from bpflab import packets, testrun
 from bpflab.labs import BPF_INCLUDE, load_lab
 from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load
 from bpflab.topology import Topology, run_in
-
-_netlink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-
-
-def netlink(function, *args, **kwargs):
-    """Call `function` in a thread without an event loop (see above); return what it returns."""
-    return _netlink_thread.submit(function, *args, **kwargs).result()
 
 # %% [markdown]
 # ## 1 · The program
@@ -142,8 +124,8 @@ print(f"{program.name}() passed the verifier and is loaded in the kernel as prog
 
 # %%
 if (previous := globals().get("topo")) is not None:  # run again: remove the last one first
-    netlink(previous.close)
-topo = netlink(Topology().__enter__)  # what `with Topology() as topo:` does on the way in
+    previous.close()
+topo = Topology().start()  # what `with Topology() as topo:` does on the way in
 for role, side in (("client", topo.client), ("server", topo.server)):
     print(f"{role}: netns {side.netns}, {side.ifname}, {side.ipv4}, {side.ipv6}, MAC {side.mac}")
 
@@ -156,7 +138,7 @@ for role, side in (("client", topo.client), ("server", topo.server)):
 # `xdpgeneric` in the flags, and the program's id and name on the `prog/xdp` line.
 
 # %%
-mode = netlink(attach, program, topo.server.netns, topo.server.ifname)
+mode = attach(program, topo.server.netns, topo.server.ifname)
 print(f"{program.name} attached to {topo.server.ifname} in {mode} mode\n")
 print(run_in(topo.server.netns, ["ip", "-d", "link", "show", topo.server.ifname]).stdout)
 
@@ -332,9 +314,8 @@ try_load(BROKEN.replace("    /* BOUNDS CHECK MISSING */", CHECK))
 # namespaces, and with them the veth pair and the client's `peer_pass` program. Nothing is left.
 
 # %%
-netlink(program.close)
-netlink(topo.close)
-_netlink_thread.shutdown()
+program.close()
+topo.close()
 left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 ours = [name for name in (topo.client.netns, topo.server.netns) if name in left]
 print("namespaces left behind:", ours or "none")
