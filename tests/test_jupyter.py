@@ -57,7 +57,8 @@ def test_jupyterlab_serves_on_loopback_with_a_token_and_stops_on_ctrl_c():
             time.sleep(0.5)
         assert status(f"{api}?token={token}") == 200
         assert status(api) == 403, "the API must refuse requests without the token"
-        listening = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+        ss = ["ss", "-Hltnp", f"sport = :{port}"]
+        listening = subprocess.run(ss, capture_output=True, text=True, check=True).stdout
         addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()}
         assert addresses == {"127.0.0.1"}, listening
     finally:
