@@ -103,7 +103,8 @@ def verifier_error_lines(log: str, source: Path) -> str:
 
     The log lists instructions (`12: (71) r2 = ...`) with source lines (`; code @ main.c:N`)
     between them; the complaint is the text after the last instruction. BCC's line numbers
-    count its own prelude, so the source line is found again by its text.
+    count its own prelude, so the source line is found again by its text, in the program and
+    then in the course's headers.
     """
     lines = [line for line in log.splitlines() if line.strip()]
     insn = re.compile(r"^\d+: \(")
@@ -117,17 +118,21 @@ def verifier_error_lines(log: str, source: Path) -> str:
     quoted = [line for line in lines[: last_insn + 1] if line.startswith("; ")]
     if quoted:
         code = re.sub(r"\s*@ \S+:\d+$", "", quoted[-1][2:]).strip()
-        number = next(
-            (n for n, text in enumerate(source.read_text().splitlines(), 1) if code and code in text),
-            None,
-        )
-        where = f"{source.name}:{number}" if number else source.name
-        decisive.append(f"at {where}: {code}")
+        decisive.append(f"at {find_line(code, [source, *sorted(BPF_INCLUDE.glob('*.h'))])}: {code}")
     text = " ".join(complaint)
     hints = [hint for key, hint in VERIFIER_HINTS.items() if key in text]
     if hints:
         decisive.append(f"hint: {hints[0]}")
     return "\n".join(decisive)
+
+
+def find_line(code: str, files: list[Path]) -> str:
+    """`file:line` of the first line holding `code` in `files`, or the first file's name."""
+    for path in files:
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            if code and code in text:
+                return f"{path.name}:{number}"
+    return files[0].name
 
 
 @dataclass

@@ -7,7 +7,10 @@ In a reference program, a solution region is written
     /* END SOLUTION */
 
 and the starter keeps everything else, with the region replaced by `/* TODO: ... */` at the
-same indentation. Notebook cells tagged `solution` get the same treatment (see `release`).
+same indentation. A line `/* STARTER: code */` inside a region is a comment in the reference
+and becomes `code` in the starter: what a function must still do to compile and to pass every
+packet (`return XDP_PASS;`). Notebook cells tagged `solution` get the same treatment (see
+`release`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 
 BEGIN = re.compile(r"^(?P<indent>\s*)/\* SOLUTION: (?P<hint>.*?) \*/\s*$")
 END = re.compile(r"^\s*/\* END SOLUTION \*/\s*$")
+STARTER = re.compile(r"^(?P<indent>\s*)/\* STARTER: (?P<code>.*?) \*/\s*$")
 MIN_LEAK_LENGTH = 12  # shorter solution lines (`} else {`) are too generic to count as leaks
 
 
@@ -35,6 +39,8 @@ def split_regions(text: str) -> tuple[list[str], list[str]]:
             if not inside:
                 raise ValueError(f"line {number}: END SOLUTION without SOLUTION")
             inside = False
+        elif inside and (starter_line := STARTER.match(line)):
+            starter.append(f"{starter_line['indent']}{starter_line['code']}")
         elif inside:
             solution.append(line)
         else:

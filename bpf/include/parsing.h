@@ -13,6 +13,14 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+
+/* Flags of the IPv4 fragment field (the kernel keeps them in a header BPF cannot include). */
+#ifndef IP_MF
+#define IP_MF     0x2000 /* more fragments follow */
+#define IP_OFFSET 0x1FFF /* where this fragment starts, in 8-byte units */
+#endif
 
 /* Where the next header starts, and where the packet ends. */
 struct cursor {
@@ -20,11 +28,25 @@ struct cursor {
 	void *end;
 };
 
+/* At XDP: the frame, from its Ethernet header to its end. */
 static __always_inline struct cursor cursor_start(struct xdp_md *ctx)
 {
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
+	};
+	return c;
+}
+
+/* At TC: the same for a socket buffer. Only its linear part is covered: call
+ * bpf_skb_pull_data() first to reach further. Any helper that may change the packet
+ * (bpf_skb_store_bytes, bpf_l3/l4_csum_replace, ...) makes every packet pointer invalid:
+ * start a new cursor after it. */
+static __always_inline struct cursor cursor_start_skb(struct __sk_buff *skb)
+{
+	struct cursor c = {
+		.pos = (void *)(long)skb->data,
+		.end = (void *)(long)skb->data_end,
 	};
 	return c;
 }
@@ -66,6 +88,65 @@ static __always_inline struct ipv6hdr *parse_ipv6hdr(struct cursor *c)
 		return NULL;
 	c->pos = ip6 + 1;
 	return ip6;
+}
+
+/* ICMP header (type, code, checksum, then id and sequence for echo). NULL if truncated. */
+static __always_inline struct icmphdr *parse_icmphdr(struct cursor *c)
+{
+	struct icmphdr *icmp = c->pos;
+
+	if ((void *)(icmp + 1) > c->end)
+		return NULL;
+	c->pos = icmp + 1;
+	return icmp;
+}
+
+/* ICMPv6 header, same layout as ICMP's first 8 bytes. NULL if truncated. */
+static __always_inline struct icmp6hdr *parse_icmp6hdr(struct cursor *c)
+{
+	struct icmp6hdr *icmp6 = c->pos;
+
+	if ((void *)(icmp6 + 1) > c->end)
+		return NULL;
+	c->pos = icmp6 + 1;
+	return icmp6;
+}
+
+/* Swap the two MAC addresses of a frame in place: the first step of any reply. */
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 tmp[ETH_ALEN];
+
+	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+}
+
+/* Would the kernel accept this IPv4 source? Not 0.0.0.0, not loopback, not multicast or
+ * broadcast: the kernel drops such "martian" sources, so a server must not answer them. */
+static __always_inline int ipv4_source_ok(__be32 saddr)
+{
+	__u32 host = bpf_ntohl(saddr);
+
+	return host != 0 && (host >> 24) != 127 && (host >> 28) != 0xe && host != 0xffffffff;
+}
+
+/* The same for IPv6: not the unspecified address ::, not multicast (ff00::/8). */
+static __always_inline int ipv6_source_ok(const struct in6_addr *saddr)
+{
+	const __u32 *w = saddr->in6_u.u6_addr32;
+
+	if (saddr->in6_u.u6_addr8[0] == 0xff)
+		return 0;
+	return (w[0] | w[1] | w[2] | w[3]) != 0;
+}
+
+/* Is an IPv6 address equal to the 16 bytes at `b`? Compared 32 bits at a time. */
+static __always_inline int ipv6_equal(const struct in6_addr *a, const __be32 b[4])
+{
+	const __u32 *w = a->in6_u.u6_addr32;
+
+	return w[0] == b[0] && w[1] == b[1] && w[2] == b[2] && w[3] == b[3];
 }
 
 #endif /* BPFLAB_PARSING_H */

@@ -1,0 +1,138 @@
+"""User-space side of the ICMP echo labs: configure the program, and know the right answer.
+
+`configure` fills the program's `server` map with the addresses it serves (bpf/include/echo.h).
+`expected_reply` is the reply a correct echo server sends for a frame, or None when it must
+pass the frame to the kernel; the grader's checks and its fuzzer compare the program with it.
+The rules are the kernel's own: a server must never answer what the kernel would not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet, Padding, raw
+
+REPLY_TTL = 64
+REPLIES_V4, REPLIES_V6 = 0, 1
+IP_MF, IP_OFFSET = 0x2000, 0x1FFF
+ICMPV6 = 58
+
+
+def configure(program, ipv4: str, ipv6: str) -> None:
+    """Tell the program which addresses are its own (key 0 of its `server` map)."""
+    table = program.table("server")
+    packed = socket.inet_pton(socket.AF_INET, ipv4) + socket.inet_pton(socket.AF_INET6, ipv6)
+    table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(packed)
+
+
+def replies(program) -> tuple[int, int]:
+    """(ICMPv4, ICMPv6) replies the program has counted, summed over CPUs."""
+    counts = program.percpu_sums("replies")
+    return counts.get(REPLIES_V4, 0), counts.get(REPLIES_V6, 0)
+
+
+def _internet_checksum_ok(data: bytes) -> bool:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+def _ipv4_request(frame: bytes, ipv4: str) -> bool:
+    """Is `frame` an intact ICMPv4 echo request to `ipv4` that the kernel would answer?"""
+    header = frame[14:34]
+    if len(header) < 20 or header[0] != 0x45 or header[9] != 1:  # version 4, no options, ICMP
+        return False
+    total = int.from_bytes(header[2:4], "big")
+    source = ipaddress.IPv4Address(header[12:16])
+    if header[16:20] != socket.inet_aton(ipv4) or not _ipv4_source_ok(source):
+        return False
+    if int.from_bytes(header[6:8], "big") & (IP_MF | IP_OFFSET):
+        return False
+    if not _internet_checksum_ok(header) or total < 28 or 14 + total > len(frame):
+        return False
+    message = frame[34 : 14 + total]
+    return message[0] == 8 and message[1] == 0 and _internet_checksum_ok(message)
+
+
+def _ipv4_source_ok(source: ipaddress.IPv4Address) -> bool:
+    return not (source.is_unspecified or source.is_loopback or source.is_multicast
+                or source == ipaddress.IPv4Address("255.255.255.255"))
+
+
+def _ipv6_request(frame: bytes, ipv6: str) -> bool:
+    """Is `frame` an intact ICMPv6 echo request to `ipv6` that the kernel would answer?"""
+    header = frame[14:54]
+    if len(header) < 40 or header[0] >> 4 != 6 or header[6] != ICMPV6:
+        return False
+    length = int.from_bytes(header[4:6], "big")
+    source = ipaddress.IPv6Address(header[8:24])
+    if header[24:40] != socket.inet_pton(socket.AF_INET6, ipv6):
+        return False
+    if source.is_multicast or source.is_unspecified:
+        return False
+    if length < 8 or 54 + length > len(frame):
+        return False
+    message = frame[54 : 54 + length]
+    pseudo = header[8:40] + length.to_bytes(4, "big") + bytes([0, 0, 0, ICMPV6])
+    return message[0] == 128 and message[1] == 0 and _internet_checksum_ok(pseudo + message)
+
+
+def expected_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
+    """The reply a correct echo server sends for `frame`, or None if it must pass it on."""
+    if len(frame) < 14:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == 0x0800 and _ipv4_request(frame, ipv4):
+        return raw(_reply_v4(Ether(frame)))
+    if ethertype == 0x86DD and _ipv6_request(frame, ipv6):
+        packet = Ether(frame)
+        padding = raw(packet[Padding]) if Padding in packet else b""  # bytes past the IPv6 payload
+        return raw(_reply_v6(packet)) + padding
+    return None
+
+
+def _swap_macs(packet: Packet) -> None:
+    packet.src, packet.dst = packet.dst, packet.src
+
+
+def _reply_v4(packet: Packet) -> Packet:
+    _swap_macs(packet)
+    ip = packet[IP]
+    ip.src, ip.dst, ip.ttl = ip.dst, ip.src, REPLY_TTL
+    del ip.chksum
+    packet[ICMP].type = 0
+    del packet[ICMP].chksum
+    return packet
+
+
+def _reply_v6(packet: Packet) -> Packet:
+    _swap_macs(packet)
+    ip6 = packet[IPv6]
+    ip6.src, ip6.dst, ip6.hlim = ip6.dst, ip6.src, REPLY_TTL
+    request = packet[ICMPv6EchoRequest]
+    reply = ICMPv6EchoReply(id=request.id, seq=request.seq, data=request.data)
+    ip6.remove_payload()
+    ip6.add_payload(reply)
+    return packet
+
+
+def same_reply(got: bytes, expected: bytes) -> bool:
+    """Equal frames, where a checksum may be written 0x0000 or 0xffff (both mean zero).
+
+    An incremental update (RFC 1624) and a full computation can differ only that way.
+    """
+    if got == expected:
+        return True
+    if len(got) != len(expected):
+        return False
+    differing = [i for i in range(len(got)) if got[i] != expected[i]]
+    pairs = {(got[i], expected[i]) for i in differing}
+    return len(differing) == 2 and differing[1] == differing[0] + 1 and pairs <= {(0, 0xFF), (0xFF, 0)}
