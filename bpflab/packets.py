@@ -16,6 +16,7 @@ from scapy.packet import Packet, Raw
 CLIENT_MAC = "02:00:00:00:00:01"
 SERVER_MAC = "02:00:00:00:00:02"
 ETH_HLEN = 14
+IPV4, IPV6 = 0x0800, 0x86DD  # Ethernet types
 CLIENT_IPV4, SERVER_IPV4 = "192.0.2.1", "192.0.2.2"
 CLIENT_IPV6, SERVER_IPV6 = "2001:db8::1", "2001:db8::2"
 
@@ -68,3 +69,31 @@ def describe(frame: bytes) -> str:
     if not frame:
         return "(empty frame)"
     return f"{Ether(frame).summary()} ({len(frame)} bytes)"
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 checksum of `data` (odd length padded with a zero byte)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(memoryview(data).cast("H"))  # native order; the folded sum is order-free
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return int.from_bytes((~total & 0xFFFF).to_bytes(2, "little"), "big")
+
+
+def fix_checksums(frame: bytearray) -> None:
+    """Recompute the IPv4 header and ICMP/ICMPv6 checksums, where the frame has them."""
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == IPV4 and len(frame) >= 34 and frame[14] == 0x45:
+        frame[24:26] = b"\0\0"
+        frame[24:26] = internet_checksum(bytes(frame[14:34])).to_bytes(2, "big")
+        end = 14 + int.from_bytes(frame[16:18], "big")
+        if frame[23] == 1 and 36 <= end <= len(frame):
+            frame[36:38] = b"\0\0"
+            frame[36:38] = internet_checksum(bytes(frame[34:end])).to_bytes(2, "big")
+    elif ethertype == IPV6 and len(frame) >= 58 and frame[20] == 58:
+        end = 54 + int.from_bytes(frame[18:20], "big")
+        if end <= len(frame):
+            frame[56:58] = b"\0\0"
+            pseudo = bytes(frame[22:54]) + (end - 54).to_bytes(4, "big") + bytes([0, 0, 0, 58])
+            frame[56:58] = internet_checksum(pseudo + bytes(frame[54:end])).to_bytes(2, "big")

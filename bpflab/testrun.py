@@ -10,6 +10,7 @@ is checked with repeat=1 and timing needs many repeats of a path that stays the 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -105,7 +106,16 @@ def live_frames(prog_fd: int, packet: bytes, ifindex: int, count: int, batch_siz
     return opts.duration
 
 
+class Refused(OSError):
+    """The kernel's harness would not run the program on this frame (EINVAL).
+
+    It refuses frames shorter than an Ethernet header, and for TC programs also IPv4 and IPv6
+    frames too short for their IP header. A real interface can still deliver those to TC.
+    """
+
+
 def _call(prog_fd: int, opts: _TestRunOpts) -> None:
     if _libbpf().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_TEST_RUN failed: {os.strerror(err)}")
+        error = Refused if err == errno.EINVAL else OSError
+        raise error(err, f"BPF_PROG_TEST_RUN failed: {os.strerror(err)}")

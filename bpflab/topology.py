@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from pyroute2 import netns
 
+from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6
 from bpflab.programs import (
     BPF_PROG_TYPE_XDP,
     attach_xdp,
@@ -116,8 +117,8 @@ class Topology:
         self.peer_xdp = peer_xdp
         tag = f"{NAME_PREFIX}-{os.getpid()}-{next(_counter)}"
         short = f"bl{os.getpid()}{chr(ord('a') + int(tag.rsplit('-', 1)[1]) % 26)}"
-        self.client = Side(f"{tag}-client", f"{short}c", "192.0.2.1", "2001:db8::1")
-        self.server = Side(f"{tag}-server", f"{short}s", "192.0.2.2", "2001:db8::2")
+        self.client = Side(f"{tag}-client", f"{short}c", CLIENT_IPV4, CLIENT_IPV6)
+        self.server = Side(f"{tag}-server", f"{short}s", SERVER_IPV4, SERVER_IPV6)
         self._peer_fd: int | None = None
         self._old_sigterm = None
 
@@ -200,11 +201,14 @@ class Topology:
         detach_xdp(self.client.netns, self.client.ifname)
 
     # -- conveniences -------------------------------------------------------------------------
-    def ping(self, count: int = 5, ipv6: bool = False, interval: float = 0.05, size: int = 56) -> PingResult:
+    def ping(
+        self, count: int = 5, ipv6: bool = False, interval: float = 0.05, size: int = 56,
+        options: Sequence[str] = (),
+    ) -> PingResult:
         """Ping the server from the client; return what `ping` reported."""
         target = self.server.ipv6 if ipv6 else self.server.ipv4
         argv = ["ping", "-6" if ipv6 else "-4", "-n", "-q", "-c", str(count), "-i", str(interval),
-                "-W", "1", "-s", str(size), target]
+                "-W", "1", "-s", str(size), *options, target]
         done = run_in(self.client.netns, argv, timeout=count * interval + 10)
         return PingResult.parse(done.stdout, count)
 

@@ -11,6 +11,11 @@ class Mismatch(AssertionError):
     """A behaviour of the submission that is not what the lab asks for."""
 
 
+def fail(message: str) -> None:
+    """Fail the test with `message`, shown to the student as is."""
+    raise Mismatch(message)
+
+
 def expect(condition: bool, message: str) -> None:
     """Fail the test with `message` (shown to the student as is) unless `condition` holds."""
     if not condition:

@@ -1,0 +1,81 @@
+"""Measurements done right: distributions rather than one average, costs above a floor.
+
+- `ping_rtts`: every reply's round-trip time from `ping`, for distributions and percentiles.
+- `testrun_ns`: a program's in-kernel ns per run by BPF_PROG_TEST_RUN, and `floor_ns`, the
+  same for an empty program at the same hook: report a program as ns above that floor.
+  Test-run does not reset the packet between repeats, so time only a path that leaves the
+  packet as it found it (a pass path), and say which.
+- `bpf_stats`: run time and count of a program under real traffic
+  (`kernel.bpf_stats_enabled`), which does time the paths that rewrite the packet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from bpflab import testrun
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, load_raw
+from bpflab.topology import Topology
+
+TIMING_REPEAT = 200_000  # enough runs for the timer's own cost to vanish in the mean
+EMPTY_VERDICT = {"xdp": 2, "tc": 0}  # XDP_PASS, TC_ACT_OK
+PROG_TYPE = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
+STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def ping_rtts(topology: Topology, count: int = 200, interval: float = 0.01, ipv6: bool = False,
+              size: int = 56) -> list[float]:
+    """Round-trip times in microseconds of `count` pings from the client to the server."""
+    target = topology.server.ipv6 if ipv6 else topology.server.ipv4
+    argv = ["ping", "-6" if ipv6 else "-4", "-n", "-c", str(count), "-i", str(interval), "-W", "1",
+            "-s", str(size), target]
+    done = subprocess.run(["ip", "netns", "exec", topology.client.netns, *argv], capture_output=True,
+                          text=True, timeout=count * interval + 30, check=False)
+    return [float(ms) * 1000 for ms in re.findall(r"time=([\d.]+) ms", done.stdout)]
+
+
+def testrun_ns(prog_fd: int, frame: bytes, repeat: int = TIMING_REPEAT) -> float:
+    """Mean ns per run of the program on `frame` (a path that must not change the frame)."""
+    return testrun.run(prog_fd, frame, repeat=repeat).ns_per_run
+
+
+def floor_ns(hook: str, frame: bytes, repeat: int = TIMING_REPEAT) -> float:
+    """The harness's own cost: an empty program at `hook`, timed on the same frame."""
+    fd = load_raw(PROG_TYPE[hook], EMPTY_VERDICT[hook], "empty")
+    try:
+        return testrun_ns(fd, frame, repeat)
+    finally:
+        os.close(fd)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled() -> Iterator[None]:
+    """Turn on the kernel's per-program run-time accounting for the block (it costs a little)."""
+    previous = STATS_SYSCTL.read_text().strip()
+    STATS_SYSCTL.write_text("1")
+    try:
+        yield
+    finally:
+        STATS_SYSCTL.write_text(previous)
+
+
+def bpf_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a loaded program, as the kernel accounts them."""
+    fdinfo = Path(f"/proc/self/fdinfo/{prog_fd}").read_text()
+    prog_id = re.search(r"prog_id:\s*(\d+)", fdinfo).group(1)
+    shown = subprocess.run(["bpftool", "--json", "prog", "show", "id", prog_id], capture_output=True,
+                           text=True, check=True)
+    info = json.loads(shown.stdout)
+    return info.get("run_time_ns", 0), info.get("run_cnt", 0)

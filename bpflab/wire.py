@@ -1,0 +1,58 @@
+"""A raw packet socket on an interface inside a netns: send exact frames, collect what arrives.
+
+scapy builds the frames; this sends them as they are (no ARP, no routing, no checksum fixing),
+which is what tests of a packet-processing program need, and collects every frame that
+arrives, so a test sees exactly what the server sent back.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from bpflab.topology import in_netns
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4  # sll_pkttype of frames this host sends: not "received"
+SO_RCVBUFFORCE = 33  # SO_RCVBUF beyond rmem_max, for root; Python's socket module lacks the name
+RECEIVE_BUFFER = 64 << 20  # room for thousands of replies while a fuzzer is still sending
+
+
+class Wire:
+    def __init__(self, netns: str, ifname: str) -> None:
+        with in_netns(netns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        self.sock.bind((ifname, 0))
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def receive(self, quiet: float = 0.2, limit: float = 10.0) -> list[bytes]:
+        """Every frame that arrives until none has for `quiet` seconds (at most `limit`)."""
+        frames: list[bytes] = []
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.sock], [], [], quiet)
+            if not ready:
+                break
+            data, address = self.sock.recvfrom(65536)
+            if address[2] != PACKET_OUTGOING:
+                frames.append(data)
+        return frames
+
+    def exchange(self, frame: bytes, quiet: float = 0.3) -> list[bytes]:
+        """Send one frame and return what came back."""
+        self.receive(quiet=0.0)  # forget anything that arrived before
+        self.send(frame)
+        return self.receive(quiet=quiet)
