@@ -90,3 +90,49 @@ def test_unknown_lab_is_a_usage_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "nope"], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "known labs: hello-xdp" in done.stderr
+
+
+# Broken versions of the echo references, made by editing the reference's text. Each names what
+# it breaks, the edits, whether it keeps some points, and words its feedback must contain.
+ECHO_VARIANTS = {
+    "xdp-icmp": {
+        "replies-to-every-frame": ([("return XDP_PASS;", "return XDP_TX;")], "partial", "untouched"),
+        "wrong-icmp-checksum": (
+            [("\ticmp->checksum = csum_replace16(icmp->checksum, old, *(__u16 *)icmp);\n", "")],
+            "partial", "First wrong byte at offset 36"),
+        "drops-everything": (
+            [("return XDP_PASS;", "return XDP_DROP;"), ("return XDP_TX;", "return XDP_DROP;")],
+            "zero", "returned XDP_DROP"),
+        "verifier-rejects": ([("struct iphdr *ip = parse_iphdr(c);", "struct iphdr *ip = c->pos;")], "zero",
+                             "invalid access to packet"),
+    },
+    "tc-icmp": {
+        "replies-to-every-frame": ([("return TC_ACT_OK;", "return bpf_redirect(skb->ifindex, 0);")],
+                                   "partial", "untouched"),
+        "wrong-icmp-checksum": (
+            [("bpf_l4_csum_replace(skb, ICMP_CSUM_OFF, old_type, new_type, sizeof(new_type)) ||", "")],
+            "partial", "First wrong byte at offset 36"),
+        "drops-everything": ([("return TC_ACT_OK;", "return TC_ACT_SHOT;"),
+                              ("return bpf_redirect(skb->ifindex, 0);", "return TC_ACT_SHOT;")],
+                             "zero", "returned TC_ACT_SHOT"),
+        "verifier-rejects": ([("struct iphdr *ip = parse_iphdr(c);", "struct iphdr *ip = c->pos;")], "zero",
+                             "invalid access to packet"),
+    },
+}
+VARIANTS = [(lab, name, *spec) for lab, variants in ECHO_VARIANTS.items() for name, spec in variants.items()]
+
+
+@pytest.mark.parametrize(("lab_id", "name", "edits", "outcome", "feedback"), VARIANTS,
+                         ids=[f"{v[0]}-{v[1]}" for v in VARIANTS])
+def test_broken_echo_servers_lose_the_points_of_what_they_break(lab_id, name, edits, outcome, feedback,
+                                                                 tmp_path):
+    lab = load_lab(lab_id)
+    text = lab.reference.read_text()
+    for old, new in edits:
+        assert old in text, f"{name}: the reference no longer holds {old!r}"
+        text = text.replace(old, new)
+    graded = run_grader(submission_with(tmp_path, lab.program, text), lab.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    score = graded.results["score"]
+    assert (0 < score < lab.points) if outcome == "partial" else score == 0, graded.stdout
+    assert feedback in graded.stdout, graded.stdout

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import ast
+import importlib.util
+import sys
 
 import pytest
 
-from bpflab.labs import NOTEBOOKS_DIR, all_labs, load_lab
+from bpflab.labs import GRADER_TESTS, NOTEBOOKS_DIR, all_labs, load_lab
 
 LABS = all_labs()
 
 
 def suite_points(lab) -> int:
-    """The points written on the suite's tests (@points(n)), read without running anything."""
-    tree = ast.parse(lab.suite.read_text())
+    """The points on the suite's tests (@points(n)), its own and those it imports."""
+    sys.path.insert(0, str(GRADER_TESTS))  # as pytest does for the suites: shared modules import
+    try:
+        spec = importlib.util.spec_from_file_location(lab.suite.stem, lab.suite)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(GRADER_TESTS))
     total = 0
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-            marks = [
-                d for d in node.decorator_list
-                if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "points"
-            ]
-            assert len(marks) == 1, f"{lab.suite.name}::{node.name} needs exactly one @points(n)"
-            total += marks[0].args[0].value
+    for name in dir(module):
+        if name.startswith("test_"):
+            marks = [m for m in getattr(getattr(module, name), "pytestmark", []) if m.name == "points"]
+            assert len(marks) == 1, f"{lab.suite.name}::{name} needs exactly one @points(n)"
+            total += marks[0].args[0]
     return total
 
 
