@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bpflab import testrun
-from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, attach_xdp, load, load_raw, xdp_mode
+from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, attach_xdp, load_raw, load_text, xdp_mode
 
 MIN_KERNEL = (5, 18)  # XDP live-frames test-run, used by the load generator
 PROVISION = "run `make provision` (the project's Ansible playbook)"
@@ -65,15 +64,12 @@ def check_headers() -> str:
 
 
 def check_bcc() -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "doctor.c"
-        source.write_text(TRIVIAL)
-        try:
-            load(source, "doctor_pass", "xdp").close()
-        except ImportError as exc:
-            raise Problem(f"BCC does not import ({exc}): {PROVISION}; use the project venv") from exc
-        except ProgramError as exc:
-            raise Problem(f"BCC cannot build a trivial program: {exc.explain()}") from exc
+    try:
+        load_text(TRIVIAL, "doctor_pass", "xdp").close()
+    except ImportError as exc:
+        raise Problem(f"BCC does not import ({exc}): {PROVISION}; use the project venv") from exc
+    except ProgramError as exc:
+        raise Problem(f"BCC cannot build a trivial program: {exc.explain()}") from exc
     return "BCC compiles and loads an XDP program"
 
 

@@ -211,6 +211,17 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
     return Program(bpf=bpf, name=entry, hook=hook, fd=fn.fd, source=source)
 
 
+def load_text(text: str, entry: str, hook: str, filename: str = "program.c") -> Program:
+    """Compile and load a program given as source text (a notebook's experiment, a check).
+
+    Errors quote the code as `filename`, as if it had been written to a file of that name.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / filename
+        source.write_text(text)
+        return load(source, entry, hook)
+
+
 def load_raw(prog_type: int, verdict: int, name: str) -> int:
     """Load a two-instruction program that only returns `verdict`; return its fd.
 

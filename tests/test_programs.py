@@ -9,8 +9,8 @@ from bpflab.programs import (
     ProgramError,
     attach,
     detach_tc,
-    load,
     load_raw,
+    load_text,
     xdp_mode,
 )
 from bpflab.topology import Topology, run_in
@@ -30,24 +30,18 @@ TC_PASS = "#include <uapi/linux/bpf.h>\n#include <uapi/linux/pkt_cls.h>\n" \
     "int tc_pass(struct __sk_buff *skb) { return TC_ACT_OK; }\n"
 
 
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def test_compile_error_names_the_file_and_line(tmp_path):
+def test_compile_error_names_the_file_and_line():
     with pytest.raises(ProgramError) as caught:
-        load(write(tmp_path, "typo.c", MISSING_SEMICOLON), "xdp_typo", "xdp")
+        load_text(MISSING_SEMICOLON, "xdp_typo", "xdp", filename="typo.c")
     error = caught.value
     assert error.stage == "compile"
     assert error.decisive.startswith("typo.c:4:")
     assert "expected ';'" in error.decisive
 
 
-def test_verifier_rejection_points_at_the_unchecked_read(tmp_path):
+def test_verifier_rejection_points_at_the_unchecked_read():
     with pytest.raises(ProgramError) as caught:
-        load(write(tmp_path, "unchecked.c", UNCHECKED), "xdp_unchecked", "xdp")
+        load_text(UNCHECKED, "xdp_unchecked", "xdp", filename="unchecked.c")
     error = caught.value
     assert error.stage == "verify"
     assert "invalid access to packet" in error.decisive
@@ -56,10 +50,9 @@ def test_verifier_rejection_points_at_the_unchecked_read(tmp_path):
     assert "processed" in error.log  # the whole log is kept
 
 
-def test_wrong_entry_name_is_explained(tmp_path):
+def test_wrong_entry_name_is_explained():
     with pytest.raises(ProgramError, match="no function called xdp_other"):
-        load(write(tmp_path, "typo.c", HEAD + "int xdp_one(struct xdp_md *c) { return XDP_PASS; }\n"),
-             "xdp_other", "xdp")
+        load_text(HEAD + "int xdp_one(struct xdp_md *c) { return XDP_PASS; }\n", "xdp_other", "xdp")
 
 
 def test_xdp_attaches_natively_on_veth_and_detaches():
@@ -73,8 +66,8 @@ def test_xdp_attaches_natively_on_veth_and_detaches():
         assert xdp_mode(topo.server.netns, topo.server.ifname) is None
 
 
-def test_tc_program_attaches_at_ingress_and_detaches(tmp_path):
-    program = load(write(tmp_path, "tc_pass.c", TC_PASS), "tc_pass", "tc")
+def test_tc_program_attaches_at_ingress_and_detaches():
+    program = load_text(TC_PASS, "tc_pass", "tc")
     try:
         with Topology() as topo:
             assert attach(program, topo.server.netns, topo.server.ifname) == "tc ingress"
