@@ -55,7 +55,9 @@ def floor_ns(hook: str, frame: bytes, repeat: int = TIMING_REPEAT) -> float:
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """The value below which `fraction` of `values` lie (nearest rank)."""
+    """The value below which `fraction` of `values` lie (nearest rank); NaN for no values."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 

@@ -3,8 +3,9 @@
 The kernel hands the program a copy of `data`, returns the verdict, the packet as the program
 left it, and the mean duration over `repeat` runs. Two traps, both measured on this project's
 machines: the packet buffer is NOT reset between repeats (after its first run an echo
-responder sees its own reply), and one run is dominated by the timer (40-60 ns), so correctness
-is checked with repeat=1 and timing needs many repeats of a path that stays the same.
+responder sees its own reply), and one run is dominated by the timer and cold caches (hundreds
+of ns to microseconds, for a program that costs tens), so correctness is checked with repeat=1
+and timing needs many repeats of a path that stays the same.
 """
 
 from __future__ import annotations

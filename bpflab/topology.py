@@ -171,9 +171,11 @@ class Topology:
         macs = {}
         for side in (self.client, self.server):
             with existing_netns(side.netns) as ns:
-                # Answer pings on lo too, and keep IPv6 quiet: no DAD, no router solicitations.
                 ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
                 index = ns.link_lookup(ifname=side.ifname)[0]
+                # Keep IPv6 quiet: no router solicitations, and no DAD (`nodad` below). The
+                # kernel still sends a few MLD reports when the link comes up.
+                sysctl(side.netns, f"net.ipv6.conf.{side.ifname}.router_solicitations", 0)
                 ns.addr("add", index=index, address=side.ipv4, prefixlen=24)
                 ns.addr("add", index=index, address=side.ipv6, prefixlen=64, flags=0x02)  # nodad
                 ns.link("set", index=index, state="up")

@@ -334,7 +334,7 @@ print("namespaces left behind:", ours or "none")
 #   how the grader tests your work.
 #
 # Now write your own: the lab's handout is `labs/hello-xdp/README.md`, and
-# `make check LAB=hello-xdp SUBMISSION=labs/hello-xdp` grades it.
+# `make check LAB=hello-xdp` grades it.
 #
 # ## Next: lab 1, an ICMP echo server at XDP
 #

@@ -8,7 +8,7 @@ import pytest
 
 from bpflab.labs import all_labs
 from bpflab.release import SOLUTION_TAG, build
-from bpflab.starters import telltale_lines
+from bpflab.starters import starter_source, telltale_lines
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,11 @@ def release_texts(release):
 
 
 def test_release_has_no_solution_text(release):
-    telltales = {line: lab.id for lab in all_labs() for line in telltale_lines(lab.reference.read_text())}
+    labs = all_labs()
+    # A line one lab's starter gives away (parsing Ethernet, say) is no secret in another lab.
+    public = {line.strip() for lab in labs for line in starter_source(lab.reference.read_text()).splitlines()}
+    telltales = {line: lab.id for lab in labs for line in telltale_lines(lab.reference.read_text())
+                 if line not in public}
     assert telltales, "the references must have solution regions"
     leaks = [(str(path.relative_to(release)), line) for path, text in release_texts(release)
              for line in telltales if line in text]

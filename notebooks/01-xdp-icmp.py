@@ -1,0 +1,625 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lab 1 · A ping server at XDP
+#
+# In lab 0 your program watched the traffic go by. Now it answers: when an ICMP echo request
+# (a ping) arrives for the server, your XDP program turns the very frame it received into the
+# echo reply and sends it straight back out with `XDP_TX`. The server's kernel never sees the
+# ping at all. This notebook walks through it:
+#
+# 1. what a ping looks like on the wire, and what the reply must change;
+# 2. the verifier again, this time one header further in;
+# 3. your program on single frames, with **BPF_PROG_TEST_RUN**;
+# 4. your program on a real veth, answering real `ping`s with the kernel's own echo turned off;
+# 5. who answered: what `tcpdump` and the kernel's counters see (and don't);
+# 6. the **veth XDP_TX trap** from lab 0, for real this time;
+# 7. what answering costs, measured properly.
+#
+# ```text
+#  client netns                               server netns
+#  ping ──► echo request ──────── veth ──────► [ xdp_icmp_echo ] ──► XDP_PASS ──► kernel
+#                                                    │              (everything else)
+#  ping ◄── echo reply   ◄──────────────────────────┘ XDP_TX: the same frame, rewritten
+# ```
+#
+# The notebook works on your `labs/xdp-icmp/xdp_icmp_echo.c`. With the starter as it is, every
+# cell runs, but nothing gets answered: the starter passes every frame to the kernel.
+
+# %% [markdown]
+# ## Setup
+#
+# Everything runs as root, as in lab 0.
+
+# %%
+import subprocess
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Code, display
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import raw
+from scapy.utils import hexdump
+
+from bpflab import echo, measure, packets, testrun
+from bpflab.labs import load_lab
+from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load, load_text
+from bpflab.topology import Topology, run_in
+
+# %% [markdown]
+# ## 1 · What a ping looks like
+#
+# `ping` sends an ICMP **echo request** and waits for the **echo reply**. Over IPv4 the frame is
+# an Ethernet header, a 20-byte IPv4 header and an 8-byte ICMP header, then the payload (ping
+# puts a timestamp and a counting pattern there). The byte offsets matter: they are where your
+# program reads and writes.
+#
+# ```text
+#  Ethernet  0-5 destination MAC · 6-11 source MAC · 12-13 EtherType 0x0800
+#  IPv4      14 version 4, header length 5 (x 4 bytes) · 16-17 total length · 20-21 flags, fragment
+#            22 TTL · 23 protocol 1 (ICMP) · 24-25 header checksum · 26-29 source · 30-33 destination
+#  ICMP      34 type 8 (echo request) · 35 code 0 · 36-37 checksum · 38-39 identifier · 40-41 sequence
+#  payload   42 ... whatever the client sent; the reply must carry it back unchanged
+# ```
+#
+# Over IPv6 the IP header is 40 bytes long and has no checksum of its own:
+#
+# ```text
+#  Ethernet  12-13 EtherType 0x86DD
+#  IPv6      14 version 6 · 18-19 payload length · 20 next header 58 (ICMPv6) · 21 hop limit
+#            22-37 source · 38-53 destination
+#  ICMPv6    54 type 128 (echo request) · 55 code 0 · 56-57 checksum · 58-59 identifier · 60-61 sequence
+# ```
+#
+# `packets.icmp_echo_v4()` builds such a request with scapy, from the client (192.0.2.1) to the
+# server (192.0.2.2). Here it is, decoded and as bytes:
+
+# %%
+request = packets.icmp_echo_v4()
+Ether(raw(request)).show()  # decoded from the bytes, so the checksums are filled in
+hexdump(request)
+
+# %% [markdown]
+# What must the reply change? `echo.expected_reply()` is the course's oracle: the exact reply a
+# correct server sends for a frame (or `None` when it must not answer). The grader compares your
+# program with it. Let us ask it, for a request that crossed a few routers on its way (its TTL
+# is down to 57), and list every header field that differs between request and reply:
+
+# %%
+def changes(request: bytes, reply: bytes) -> None:
+    """Print every field, layer by layer, that differs between a request and its reply."""
+    for asked, answered in zip(Ether(request).iterpayloads(), Ether(reply).iterpayloads(), strict=False):
+        for field in asked.fields_desc:
+            before, after = asked.getfieldval(field.name), answered.getfieldval(field.name)
+            if before != after:
+                layer = f"{type(asked).__name__}.{field.name}"
+                print(f"  {layer:24} {field.i2repr(asked, before):>24} → {field.i2repr(answered, after)}")
+
+
+SERVER_IPV4, SERVER_IPV6 = packets.SERVER_IPV4, packets.SERVER_IPV6
+for name, frame in (("IPv4", packets.icmp_echo_v4()), ("IPv6", packets.icmp_echo_v6())):
+    if IP in frame:
+        frame[IP].ttl = 57
+    else:
+        frame[IPv6].hlim = 57
+    request_bytes = raw(frame)
+    print(f"{name}: {packets.describe(request_bytes)}")
+    changes(request_bytes, echo.expected_reply(request_bytes, SERVER_IPV4, SERVER_IPV6))
+
+# %% [markdown]
+# Everything else stays as it is: identifier, sequence and payload (that is how `ping` matches a
+# reply to its request), the lengths, the IP identification. So the reply can be made **in
+# place**, in the buffer the request arrived in, by changing a handful of bytes:
+#
+# - **MACs swapped**: the reply goes back to whoever sent the request.
+# - **IP addresses swapped**: from the server, to the client.
+# - **TTL (hop limit) reset to 64**: the reply is a fresh packet, it starts with a full TTL.
+# - **Type**: 8 becomes 0 (IPv4); 128 becomes 129 (IPv6).
+# - **Checksums**, where a covered byte changed. Look at which ones moved:
+#   - The IPv4 header checksum covers the IPv4 header only. Swapping the two addresses does not
+#     change the one's-complement **sum** of its 16-bit words (the same words, in another
+#     order), so only the TTL changes it. Here the TTL went from 57 to 64; a request that
+#     arrives with TTL 64 (like the client's pings in this notebook, which cross no router)
+#     leaves the IP checksum unchanged, but your program must not count on that.
+#   - The ICMP checksum covers the ICMP message: only the type changed there.
+#   - IPv6 has no header checksum, so its hop limit is free to change. The ICMPv6 checksum
+#     covers a *pseudo-header* too (the two addresses, the length, next header 58): the swap
+#     leaves its sum unchanged as well, and again only the type moves the checksum.
+#
+# Recomputing a checksum from scratch would mean summing the whole message again. RFC 1624
+# gives the new checksum from the old one and the one 16-bit word that changed; that is
+# `csum_replace16()` in `bpf/include/checksum.h`.
+
+# %% [markdown]
+# ## 2 · The verifier, one header further
+#
+# In lab 0 you saw the verifier refuse a read of the Ethernet header without a bounds check.
+# Here is the same mistake one header later: a program that parses Ethernet and IPv4 properly,
+# then reads the ICMP type at the end of the IP header without checking that it is there.
+
+# %%
+BROKEN = """\
+#include "parsing.h"
+
+int broken(struct xdp_md *ctx)
+{
+    struct cursor cur = cursor_start(ctx);
+    struct ethhdr *eth = parse_ethhdr(&cur);
+    struct iphdr *ip;
+    struct icmphdr *msg;
+
+    if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+        return XDP_PASS;
+    ip = parse_iphdr(&cur);
+    if (!ip || ip->protocol != IPPROTO_ICMP)
+        return XDP_PASS;
+    msg = cur.pos; /* BOUNDS CHECK MISSING */
+    if (msg->type == ICMP_ECHO)
+        return XDP_DROP;
+    return XDP_PASS;
+}
+"""
+
+
+def try_load(code: str) -> None:
+    """Try to load `code`'s `broken()` at XDP (load_text writes it to a temporary broken.c)."""
+    try:
+        load_text(code, "broken", "xdp", filename="broken.c").close()
+    except ProgramError as err:
+        print(f"rejected at the {err.stage} stage:\n{err.explain()}")
+    else:
+        print("accepted by the verifier")
+
+
+try_load(BROKEN)
+
+# %% [markdown]
+# Read the complaint as the verifier's bookkeeping. The register holding `msg` is a packet
+# pointer at a **variable** offset (the IPv4 header can be 20 to 60 bytes long, `ihl` x 4), and
+# `parse_iphdr()` checked the packet up to exactly where that pointer points: the safe range
+# `r=14` equals its own offset `off=14` (the Ethernet header; the variable IP header length
+# comes on top). Not one byte past it has been checked, so reading the 1-byte type there is
+# "outside of the packet". The verifier does not care that real pings always carry an ICMP
+# header: a 34-byte frame that ends right after the IP header is legal, and the program must
+# be safe on it too.
+#
+# `parse_icmphdr()` does the missing check (8 bytes, before handing the pointer out), and the
+# program loads:
+
+# %%
+FIXED = """\
+    msg = parse_icmphdr(&cur);
+    if (!msg)
+        return XDP_PASS;"""
+try_load(BROKEN.replace("    msg = cur.pos; /* BOUNDS CHECK MISSING */", FIXED))
+
+# %% [markdown]
+# Your echo server goes further still: it sums the **whole** ICMP message, payload included, to
+# verify its checksum. The verifier must then accept a loop over packet bytes whose length comes
+# from the packet itself. `csum_add_bytes()` in `checksum.h` does it with a constant bound on the
+# loop and a bounds check right before every 2-byte read; use it rather than writing your own.
+
+# %% [markdown]
+# ## 3 · Your program, one frame at a time
+#
+# Load your program (the first compile takes a few seconds):
+
+# %%
+lab = load_lab("xdp-icmp")
+source = lab.source()
+print(f"{lab.title}\nfile: {source.name}, entry: {lab.entry}(), hook: {lab.hook}")
+display(Code(source.read_text(), language="c"))
+program = load(source, lab.entry, lab.hook)
+print(f"{program.name}() passed the verifier and is loaded as program fd {program.fd}")
+
+# %% [markdown]
+# The program does not know its own addresses: the loader puts them in the `server` map before
+# the first packet arrives, with `echo.configure()`. The same compiled program can then serve
+# any address. These are the addresses the topology of step 4 gives the server.
+
+# %%
+echo.configure(program, SERVER_IPV4, SERVER_IPV6)
+server_map = program.table("server")
+print("server map, key 0:", bytes(server_map[server_map.Key(0)]).hex(" ", 4))
+print(f"that is {SERVER_IPV4} (c0000202), then {SERVER_IPV6}, in network byte order")
+
+# %% [markdown]
+# Now one echo request through `BPF_PROG_TEST_RUN`, exactly as the grader's unit tests do it:
+# the kernel runs the program on a copy of the frame and gives back the verdict and the frame
+# as the program left it. We compare that with the oracle's reply. (`echo.same_reply()` also
+# accepts a checksum written as 0xffff where the oracle wrote 0x0000: both mean zero in one's
+# complement, and an incremental update can produce either.)
+
+# %%
+request_bytes = raw(packets.icmp_echo_v4())
+expected = echo.expected_reply(request_bytes, SERVER_IPV4, SERVER_IPV6)
+result = testrun.run(program.fd, request_bytes)
+print(f"sent:      {packets.describe(request_bytes)}")
+print(f"verdict:   {XDP_VERDICTS.get(result.verdict, result.verdict)}")
+print(f"came back: {packets.describe(result.packet)}")
+print(f"the expected reply, byte for byte: {echo.same_reply(result.packet, expected)}\n")
+Ether(result.packet).show()
+
+# %% [markdown]
+# With a working program the verdict is `XDP_TX` and the frame that came back is the reply:
+# addresses swapped, `echo-reply`, the same id, sequence and payload. With the starter it is
+# `XDP_PASS` and the request comes back as it went in.
+#
+# A server has to be right about what it does **not** answer, too. Here is a small version of
+# the grader's unit layer: a few frames, what the oracle says should happen, and what your
+# program did.
+
+# %%
+def damaged(frame, offset: int) -> bytes:
+    """The frame's bytes with one byte flipped."""
+    data = bytearray(raw(frame))
+    data[offset] ^= 0xFF
+    return bytes(data)
+
+
+CASES = {
+    "an ICMPv4 echo request": raw(packets.icmp_echo_v4()),
+    "an ICMPv6 echo request": raw(packets.icmp_echo_v6()),
+    "a full-size (1500-byte MTU) echo request": raw(packets.icmp_echo_v4(1472)),
+    "an echo request with a wrong ICMP checksum": damaged(packets.icmp_echo_v4(), 36),
+    "an echo request with a wrong IP checksum": damaged(packets.icmp_echo_v4(), 24),
+    "an echo request for another address": raw(packets.icmp_echo_v4()).replace(
+        bytes([192, 0, 2, 2]), bytes([192, 0, 2, 99])),
+    "an echo request cut short by 10 bytes": raw(packets.icmp_echo_v4())[:-10],
+    "a UDP datagram": raw(packets.udp_v4()),
+    "an ARP request": raw(packets.arp_request()),
+}
+
+for what, frame in CASES.items():
+    expected = echo.expected_reply(frame, SERVER_IPV4, SERVER_IPV6)
+    result = testrun.run(program.fd, frame)
+    verdict = XDP_VERDICTS.get(result.verdict, result.verdict)
+    if expected is None:
+        right = verdict == "XDP_PASS" and result.packet == frame
+        should = "pass it untouched"
+    else:
+        right = verdict == "XDP_TX" and echo.same_reply(result.packet, expected)
+        should = "answer it"
+    print(f"{'ok   ' if right else 'WRONG'} {what:45} should {should:18} got {verdict}")
+
+# %% [markdown]
+# The program counts every reply it sends in its per-CPU `replies` map (key 0: ICMPv4, key 1:
+# ICMPv6), and a test run uses the same maps as real traffic, so the replies above are already
+# counted. `echo.replies(program)` sums them over the CPUs:
+
+# %%
+print("replies counted (ICMPv4, ICMPv6):", echo.replies(program))
+
+# %% [markdown]
+# ## 4 · Real pings
+#
+# The same two namespaces as in lab 0, the server's veth carrying your program. One more step
+# matters here: we turn the **server kernel's own echo off** (`icmp_echo_ignore_all`, for IPv4
+# and IPv6). Otherwise the kernel would answer every ping your program passes, and a program
+# that answers nothing would look just as good as one that answers everything. With it off,
+# every reply the client gets comes from your program.
+
+# %%
+if (previous := globals().get("topo")) is not None:  # run again: remove the last one first
+    previous.close()
+topo = Topology().start()
+for role, side in (("client", topo.client), ("server", topo.server)):
+    print(f"{role}: netns {side.netns}, {side.ifname}, {side.ipv4}, {side.ipv6}, MAC {side.mac}")
+print("server addresses as configured in the map:", (topo.server.ipv4, topo.server.ipv6) == (SERVER_IPV4,
+                                                                                         SERVER_IPV6))
+
+mode = attach(program, topo.server.netns, topo.server.ifname)
+print(f"\n{program.name} attached to {topo.server.ifname} in {mode} mode")
+topo.kernel_echo(False)
+print("server kernel's echo: off")
+
+# %%
+before = echo.replies(program)
+ping4 = topo.ping(count=10)
+ping6 = topo.ping(count=10, ipv6=True)
+after = echo.replies(program)
+print(f"IPv4: {ping4.received} of {ping4.sent} pings answered; the program counted {after[0] - before[0]}")
+print(f"IPv6: {ping6.received} of {ping6.sent} pings answered; the program counted {after[1] - before[1]}\n")
+print(ping4.output)
+
+# %% [markdown]
+# Every ping answered, every answer counted by your program, while the server's kernel has its
+# echo switched off. (With the starter: 0 answered, 0 counted, `100% packet loss`.)
+
+# %% [markdown]
+# ## 5 · Who answered?
+#
+# Let us watch the same exchange with `tcpdump` at both ends of the cable, while the client
+# pings twice. Each capture is asked for 4 ICMP packets (2 requests and 2 replies). tcpdump
+# needs a moment to start; a capture that has not seen its 4 packets after a few seconds is
+# stopped through its process id (never by name: other tcpdumps on this machine are not ours).
+
+# %%
+def start_capture(side, count: int = 4) -> subprocess.Popen:
+    """tcpdump on one side's veth, in its namespace, for `count` ICMP (IPv4) packets."""
+    argv = ["tcpdump", "-n", "-i", side.ifname, "-c", str(count), "icmp"]
+    return subprocess.Popen(["ip", "netns", "exec", side.netns, *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_capture(capture: subprocess.Popen, wait: float) -> str:
+    """What the capture printed: its packets, then its count. Stopped by its pid if still running."""
+    try:
+        out, err = capture.communicate(timeout=wait)
+    except subprocess.TimeoutExpired:
+        capture.terminate()  # SIGTERM to this pid: tcpdump prints its count and exits
+        try:
+            out, err = capture.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            capture.kill()
+            out, err = capture.communicate()
+    counts = [line for line in err.splitlines() if "captured" in line]
+    return (out + "\n".join(counts)).strip()
+
+
+captures = {"server": start_capture(topo.server), "client": start_capture(topo.client)}
+try:
+    time.sleep(1)  # let tcpdump open its sockets
+    pinged = topo.ping(count=2)
+    printed = {side: stop_capture(capture, wait=2) for side, capture in captures.items()}
+finally:
+    for capture in captures.values():  # whatever happened above, leave no tcpdump behind
+        if capture.poll() is None:
+            capture.kill()
+            capture.wait()
+print(f"ping: {pinged.received} of {pinged.sent} answered\n")
+for side, text in printed.items():
+    print(f"tcpdump at the {side} ({getattr(topo, side).ifname}):\n{text}\n")
+
+# %% [markdown]
+# At the client, tcpdump sees both requests leave and both replies arrive. At the **server** it
+# sees **nothing**: not the replies, and not even the requests that plainly arrived there.
+#
+# That is where XDP sits. tcpdump captures with a packet socket, which the kernel feeds from its
+# stack: on receive, when a frame becomes an `sk_buff` and enters the stack
+# (`__netif_receive_skb`), on transmit when the stack queues a frame for the device. Your
+# program runs in the driver **before** either: the request is turned into the reply and handed
+# back to the veth with `XDP_TX` without ever becoming an `sk_buff`, so neither direction
+# passes a tap. At the client, the reply enters the stack normally (through the `peer_pass`
+# program, see step 6), and there tcpdump sees it.
+#
+# (With the starter the server's capture shows the two requests, passed to the kernel, and no
+# reply, since the kernel's echo is off; the client's shows only the requests.)
+#
+# The server's kernel keeps counters of the ICMP messages it handled. Its stack never saw a
+# request, so they are all still 0 (with the starter, they count every ping sent so far):
+
+# %%
+counters = ["IcmpInEchos", "IcmpOutEchoReps", "Icmp6InEchos", "Icmp6OutEchoReplies"]
+print(run_in(topo.server.netns, ["nstat", "-asz", *counters]).stdout)  # -s: keep no history file
+
+# %% [markdown]
+# So if you need to see what an XDP program sends, capture at the other end of the link, or
+# count inside the program itself, as the `replies` map does.
+
+# %% [markdown]
+# ## 6 · The veth XDP_TX trap
+#
+# Lab 0 showed that the client's veth carries a tiny program, `peer_pass`, that only returns
+# `XDP_PASS`. Take it away and ping:
+
+# %%
+def xdp_tx_errors() -> int:
+    """The server veth's count of XDP_TX frames it could not hand over (ethtool -S)."""
+    stats = run_in(topo.server.netns, ["ethtool", "-S", topo.server.ifname]).stdout
+    return sum(int(line.split(":")[1]) for line in stats.splitlines() if "xdp_tx_errors" in line)
+
+
+topo.remove_peer_xdp()
+before, errors_before = echo.replies(program), xdp_tx_errors()
+trapped = topo.ping(count=5)
+print(f"without peer_pass: {trapped.received} of {trapped.sent} pings answered")
+print(f"the program counted {echo.replies(program)[0] - before[0]} replies sent with XDP_TX")
+print(f"the server's veth counted {xdp_tx_errors() - errors_before} XDP_TX errors (ethtool -S)")
+
+# %% [markdown]
+# Your program did its job: it built each reply and returned `XDP_TX`, and its counter says so.
+# The replies vanished afterwards, in the veth driver. A veth has no wire: `XDP_TX` on one end
+# hands the frame directly to the receive queue of the **other** end, and on veth that queue
+# (XDP frames are received with NAPI) exists only while the other end has an XDP program of its
+# own. Without one, the frame is dropped and counted only in the driver's statistics
+# (`rx_queue_0_xdp_tx_errors`), where nobody looks.
+#
+# On a physical NIC `XDP_TX` puts the frame on the card's transmit ring and the cable does the
+# rest; this is a veth peculiarity. But it is a classic: a program that "works on a NIC and loses
+# every reply in a test setup of veths". Put `peer_pass` back and the replies come through again:
+
+# %%
+topo.add_peer_xdp()
+before = echo.replies(program)
+recovered = topo.ping(count=5)
+print(f"with peer_pass: {recovered.received} of {recovered.sent} pings answered; "
+      f"the program counted {echo.replies(program)[0] - before[0]}")
+
+# %% [markdown]
+# ## 7 · What it costs
+#
+# How long does your program take per frame? Two traps first, both in `BPF_PROG_TEST_RUN`'s
+# timing:
+#
+# 1. **One run is dominated by the timer.** The duration test-run reports is measured around all
+#    its repeats and divided by their number; with `repeat=1` it is mostly the harness's own
+#    overhead (reading the clock, a first run on cold caches), and it varies from call to call.
+#    Only many repeats make that overhead vanish in the mean.
+# 2. **The buffer is not reset between repeats.** With `repeat=2` the second run gets the frame
+#    as the first run left it. For an echo server, that is its own reply.
+#
+# Both, seen on the valid request:
+
+# %%
+request_bytes = raw(packets.icmp_echo_v4())
+print("repeat=1, five times:", [testrun.run(program.fd, request_bytes).ns_per_run for _ in range(5)], "ns")
+twice = testrun.run(program.fd, request_bytes, repeat=2)
+print(f"repeat=2 on the request: verdict {XDP_VERDICTS.get(twice.verdict, twice.verdict)} "
+      f"(the verdict of the last run), buffer now holds: {packets.describe(twice.packet)}")
+
+# %% [markdown]
+# The second run saw an echo *reply* (for the client, not for the server), and passed it. So
+# repeated test runs can only time a path that leaves the frame as it found it: a **pass** path.
+# We take one that does all the work but the rewrite: a request whose ICMP checksum is wrong.
+# The program parses every header, checks the addresses, verifies the IP header checksum, sums
+# the whole ICMP message, finds the sum wrong, and passes the frame unchanged.
+#
+# And we report the cost **above a floor**: `measure.floor_ns()` times an empty XDP program (it
+# only returns `XDP_PASS`) on the same frame, which is what the harness costs by itself.
+#
+# One more precaution: whatever else runs on the machine (other processes, other virtual
+# machines on the same host) can only ever *add* time to a measurement. So we time each one a
+# few times, floor and program in turn, and keep the best of each, which is closer to their own
+# cost than the mean.
+
+# %%
+REPEAT, TRIES = 50_000, 7
+
+
+def best_ns(frame: bytes) -> tuple[int, int]:
+    """(floor, program): the best of TRIES test-run timings of REPEAT runs each, in ns per run."""
+    floors, costs = [], []
+    for _ in range(TRIES):  # in turn, so that a busy moment hits both alike
+        floors.append(measure.floor_ns("xdp", frame, REPEAT))
+        costs.append(measure.testrun_ns(program.fd, frame, REPEAT))
+    return min(floors), min(costs)
+
+
+bad_checksum = damaged(packets.icmp_echo_v4(), 36)
+floor, cost = best_ns(bad_checksum)
+print(f"{packets.describe(bad_checksum)}, wrong ICMP checksum")
+print(f"empty program (the floor): {floor} ns per run")
+print(f"{program.name}:             {cost} ns per run, {cost - floor} ns above the floor")
+
+# %% [markdown]
+# Most of that is the checksum: verifying it means reading every byte of the message. So the
+# cost should grow with the payload. Let us measure it over IPv4 and IPv6, from an empty
+# payload up to a full 1500-byte MTU:
+
+# %%
+SIZES = {"IPv4": (0, 56, 200, 500, 1000, 1472), "IPv6": (0, 56, 200, 500, 1000, 1452)}
+BUILD = {"IPv4": (packets.icmp_echo_v4, 36), "IPv6": (packets.icmp_echo_v6, 56)}  # checksum offset
+
+above_floor = {}
+for family, sizes in SIZES.items():
+    build, checksum_at = BUILD[family]
+    above_floor[family] = []
+    for size in sizes:
+        floor, cost = best_ns(damaged(build(size), checksum_at))
+        above_floor[family].append(cost - floor)
+    per_word = 2 * np.polyfit(sizes, above_floor[family], 1)[0]  # slope of a straight-line fit
+    print(f"{family}: payload bytes {sizes}\n      ns above the floor {above_floor[family]}, "
+          f"about {per_word:.1f} ns more per 16-bit word")
+
+fig, ax = plt.subplots(figsize=(6, 3))
+for family, sizes in SIZES.items():
+    ax.plot(sizes, above_floor[family], marker="o", label=family)
+ax.set_xlabel("echo payload (bytes)")
+ax.set_ylabel("ns per frame above the floor")
+ax.set_title(f"{program.name}: validating a request (test-run)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# The cost rises with the payload, roughly in a straight line: for all but the smallest requests
+# the checksum loop is the program's main cost, a price per 16-bit word (the slope printed
+# above), while the rest (parsing, comparing addresses, the IP header's checksum) is the small
+# cost left at payload 0. Where a point sits off the line (or a small cost even comes out
+# below zero), the machine was busy elsewhere during the tries: run the cell again and it
+# moves. (With the starter, which passes everything at once, the line stays flat near zero.)
+#
+# Test-run cannot time the reply path itself. Under **real traffic** the kernel can: with
+# `kernel.bpf_stats_enabled` on (`measure.bpf_stats_enabled()`), it adds up each program's run
+# time and run count, which `measure.bpf_stats()` reads. The accounting costs a little itself,
+# so it is on only around the measurement. We ping 200 times, first paced (one every 5 ms), then
+# back to back (each request sent as soon as the last reply arrives):
+
+# %%
+def under_traffic(interval: float) -> None:
+    """200 pings at `interval`: the program's mean run time, and the round trips."""
+    with measure.bpf_stats_enabled():
+        ns_before, runs_before = measure.bpf_stats(program.fd)
+        rtts = measure.ping_rtts(topo, 200, interval)
+        ns_after, runs_after = measure.bpf_stats(program.fd)
+    runs = runs_after - runs_before
+    per_run = (ns_after - ns_before) / runs if runs else 0
+    how = f"one every {interval * 1000:g} ms" if interval else "back to back"
+    print(f"pings {how}: {len(rtts)} of 200 answered, {runs} runs of the program, {per_run:.0f} ns per run")
+    if rtts:
+        print(f"    round trip: median {measure.percentile(rtts, 0.5):.0f} µs, "
+              f"99th percentile {measure.percentile(rtts, 0.99):.0f} µs")
+
+
+under_traffic(0.005)
+under_traffic(0)
+
+# %% [markdown]
+# Two things to take from these numbers:
+#
+# - The program's run time under real traffic is **not** a constant. Paced pings find the CPU's
+#   caches cold (and a virtual CPU perhaps just woken up), so each run pays for its misses;
+#   back to back, the code, the maps and the packet's memory stay warm and the run time drops
+#   towards what test-run measured. Most of the paced number is those misses, not your code's
+#   work: the starter, which passes every frame after a glance at its Ethernet header, takes
+#   nearly as long per run when paced. A benchmark that reports one number without saying how
+#   the traffic arrived says little.
+# - Even the slow case is a small part of a ping's round trip, most of which is spent in the
+#   client's stack, the `ping` process and the scheduler. The round trip falls too when pings
+#   come back to back, for the same reasons.
+
+# %% [markdown]
+# ## 8 · Clean up
+#
+# `program.close()` detaches your program and frees it and its maps; `topo.close()` deletes both
+# namespaces, the veth pair and `peer_pass` with them. Both tcpdumps ended in step 5.
+
+# %%
+program.close()
+topo.close()
+left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+ours = [name for name in (topo.client.netns, topo.server.netns) if name in left]
+print("namespaces left behind:", ours or "none")
+print("tcpdumps still running:", [c.pid for c in captures.values() if c.poll() is None] or "none")
+
+# %% [markdown]
+# ## What you learned
+#
+# - An XDP program can answer a packet by rewriting the frame it received in place and
+#   returning `XDP_TX`: no allocation, no copy, and the kernel's stack never involved.
+# - An echo reply changes few bytes: MACs and IP addresses swapped, a fresh TTL, the type. The
+#   checksums follow incrementally (RFC 1624), and swapping addresses does not move them.
+# - A server must be strict about what it answers: only intact requests for its own addresses,
+#   with verified checksums, and everything else left to the kernel, untouched.
+# - Every header you read needs its own bounds check, and a loop over the packet needs a
+#   constant bound, or the verifier says no.
+# - Frames sent with `XDP_TX` bypass tcpdump on the host that sends them, and on a veth they
+#   vanish unless the peer has an XDP program: count in the program, look from the other end.
+# - Time programs above a floor, on a path that leaves test-run's buffer unchanged, and expect
+#   real traffic to give other (and varying) numbers than a hot loop.
+#
+# Now write your own: the handout is `labs/xdp-icmp/README.md`, and `make check LAB=xdp-icmp`
+# grades your `labs/xdp-icmp/xdp_icmp_echo.c`.
+#
+# ## Next: lab 2, the same server at TC
+#
+# In lab `tc-icmp` you build the same ping server one hook later, at TC, where the packet is
+# already an `sk_buff`: the kernel offers checksum helpers there, and the reply is sent with
+# `bpf_redirect()` instead of `XDP_TX`. The grader's tests are the same; comparing the two costs
+# is part of the fun.
