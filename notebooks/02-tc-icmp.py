@@ -48,7 +48,7 @@ from IPython.display import Code, display
 from scapy.packet import raw
 
 from bpflab import echo, measure, packets, testrun
-from bpflab.labs import ROOT, load_lab
+from bpflab.labs import load_lab
 from bpflab.programs import (
     TC_VERDICTS,
     XDP_VERDICTS,
@@ -339,7 +339,8 @@ xdp_lab = load_lab("xdp-icmp")
 xdp_source = xdp_lab.reference if xdp_lab.reference.exists() else xdp_lab.source()
 xdp_program = load(xdp_source, xdp_lab.entry, xdp_lab.hook)
 echo.configure(xdp_program, SERVER_IPV4, SERVER_IPV6)
-print(f"XDP responder: {xdp_program.name}() from {xdp_source.relative_to(ROOT)}")
+which = "lab 1's reference" if xdp_source == xdp_lab.reference else "your lab 1 file"
+print(f"XDP responder: {xdp_program.name}() from {xdp_source.name}, {which}")
 
 # %% [markdown]
 # The rounds. For the kernel's turn, no program is attached and the kernel's echo is on; for
@@ -381,10 +382,14 @@ detach_tc(server_ns, server_if)  # step 4's attachment: from here on, the rounds
 topo.kernel_echo(False)
 rounds = {r: [] for r in RESPONDERS}  # each round's round trips, in µs, per responder
 answered_by = {r: Counter() for r in RESPONDERS}  # who counted the replies in each one's turns
+silent = set()  # answered nothing in a whole turn (a starter): not waited for again
 started = time.monotonic()
 for number in range(ROUNDS):
     order = RESPONDERS[number % 3 :] + RESPONDERS[: number % 3]
     for responder in order:
+        if responder in silent:
+            rounds[responder].append([])
+            continue
         before = counted()
         put_in_place(responder)
         try:
@@ -393,11 +398,14 @@ for number in range(ROUNDS):
             take_away(responder)
         after = counted()
         rounds[responder].append(rtts)
+        if not rtts:
+            silent.add(responder)
         answered_by[responder].update({name: after[name] - before[name] for name in after})
 print(f"{ROUNDS} rounds in {time.monotonic() - started:.1f} s")
 all_rtts = {r: [rtt for chunk in rounds[r] for rtt in chunk] for r in RESPONDERS}
 for r in RESPONDERS:
-    print(f"{r:6}: {len(all_rtts[r])} of {ROUNDS * PINGS} pings answered; replies counted by the XDP "
+    sent = PINGS * sum(1 for chunk in rounds[r] if chunk) + (PINGS if r in silent else 0)
+    print(f"{r:6}: {len(all_rtts[r])} of {sent} pings answered; replies counted by the XDP "
           f"program {answered_by[r]['XDP']}, by the TC program {answered_by[r]['TC']}")
 measured = [r for r in RESPONDERS if all_rtts[r]]  # a starter answers nothing: leave it out
 
@@ -458,17 +466,23 @@ def stats_line(rtts: list[float]) -> str:
     return f"{min(rtts):4.0f}/{sum(rtts) / len(rtts):5.1f}/{max(rtts):5.0f}"
 
 
-winners = {"min": Counter(), "avg": Counter(), "max": Counter()}
-print("round   " + "".join(f"{r + ' min/avg/max µs':>22}" for r in measured))
-for number in range(ROUNDS):
-    chunks = {r: rounds[r][number] for r in measured if rounds[r][number]}
-    if len(chunks) < 2:
-        continue
-    print(f"{number + 1:5}   " + "".join(f"{stats_line(chunks[r]):>22}" for r in chunks))
-    for name, statistic in (("min", min), ("avg", lambda v: sum(v) / len(v)), ("max", max)):
-        winners[name][min(chunks, key=lambda r, s=statistic: s(chunks[r]))] += 1
-for name, tally in winners.items():
-    print(f"lowest {name}: " + ", ".join(f"{r} in {n} rounds" for r, n in tally.most_common()))
+def rank_rounds() -> None:
+    """Each round's min/avg/max per responder, and how often each responder had the lowest."""
+    winners = {"min": Counter(), "avg": Counter(), "max": Counter()}
+    print("round   " + "".join(f"{r + ' min/avg/max µs':>22}" for r in measured))
+    for number in range(ROUNDS):
+        chunks = {r: rounds[r][number] for r in measured if rounds[r][number]}
+        print(f"{number + 1:5}   " + "".join(f"{stats_line(chunks[r]):>22}" for r in chunks))
+        for name, statistic in (("min", min), ("avg", lambda v: sum(v) / len(v)), ("max", max)):
+            winners[name][min(chunks, key=lambda r, s=statistic: s(chunks[r]))] += 1
+    for name, tally in winners.items():
+        print(f"lowest {name}: " + ", ".join(f"{r} in {n} rounds" for r, n in tally.most_common()))
+
+
+if len(measured) > 1:
+    rank_rounds()
+else:
+    print("Only", measured, "answered: nothing to rank.")
 
 # %% [markdown]
 # ### What each program costs by itself
@@ -553,7 +567,7 @@ for name, responder in (("XDP", xdp_program), ("TC", program)):
 # Now the two kinds of measurement side by side:
 
 # %%
-if len(measured) == len(RESPONDERS):
+if len(measured) == len(RESPONDERS) and not silent:
     median = {r: measure.percentile(all_rtts[r], 0.5) for r in RESPONDERS}
     drift = {r: [measure.percentile(chunk, 0.5) for chunk in rounds[r]] for r in RESPONDERS}
     per_round = list(zip(drift["kernel"], drift["XDP"], drift["TC"], strict=True))
@@ -586,25 +600,27 @@ else:
 
 # %%
 client_side = {"with peer_pass": [], "without": []}
-put_in_place("TC")
-try:
-    for number in range(6):
-        order = ("without", "with peer_pass") if number % 2 else ("with peer_pass", "without")
-        for setup in order:
-            if setup == "without":
-                topo.remove_peer_xdp()
-            try:
-                client_side[setup] += measure.ping_rtts(topo, PINGS, INTERVAL)
-            finally:
+if "TC" in measured:
+    put_in_place("TC")
+    try:
+        for number in range(6):
+            order = ("without", "with peer_pass") if number % 2 else ("with peer_pass", "without")
+            for setup in order:
                 if setup == "without":
-                    topo.add_peer_xdp()
-finally:
-    take_away("TC")
-print(f"{'TC responder':16} {'pings':>6} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8}")
-for setup, rtts in client_side.items():
-    if rtts:
+                    topo.remove_peer_xdp()
+                try:
+                    client_side[setup] += measure.ping_rtts(topo, PINGS, INTERVAL)
+                finally:
+                    if setup == "without":
+                        topo.add_peer_xdp()
+    finally:
+        take_away("TC")
+    print(f"{'TC responder':16} {'pings':>6} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8}")
+    for setup, rtts in client_side.items():
         p50, p90, p99 = (measure.percentile(rtts, f) for f in (0.5, 0.9, 0.99))
         print(f"{setup:16} {len(rtts):6} {p50:8.0f} {p90:8.0f} {p99:8.0f}")
+else:
+    print("Your TC program answers no pings yet: nothing to measure.")
 
 # %% [markdown]
 # A program on the *client's* interface, which returns `XDP_PASS` and does nothing else, moves
@@ -618,25 +634,28 @@ for setup, rtts in client_side.items():
 #
 # On this veth a round trip takes 10 to 30 microseconds, and almost none of it is the
 # responder's own work. Measured alone, each program spends tens of nanoseconds above its floor
-# validating a default ping (test-run, hot caches), and about a microsecond or less answering
-# one under real traffic, with cold caches (TC a few hundred ns more than XDP, for its helper
-# calls). The rest is the sender (`ping` writing to its socket, the system calls, the client's
-# stack out and back in, waking `ping` for each reply), the scheduler, and the path in between.
+# validating a default ping (test-run, hot caches), and from about half a microsecond to two
+# answering one under real traffic, with cold caches (TC several hundred ns more than XDP, for its
+# helper calls). The rest is the sender (`ping` writing to its socket, the system calls, the
+# client's stack out and back in, waking `ping` for each reply), the scheduler, and the path in
+# between.
 #
-# What that means for ranking the hooks:
+# What that means for ranking the hooks (the figures in brackets come from the runs made while
+# this notebook was written; yours are printed above):
 #
-# - **The kernel's own echo** is the one difference that shows up run after run (when this
-#   notebook was written, its median was the highest of the three, 2 to 7 µs above XDP's, in
-#   every run). It takes the whole way up (IP, ICMP, a route lookup for the reply) and builds
-#   a new packet for the reply, where the programs turn the request around where it landed.
-#   Even that shift shows only because thousands of samples came from interleaved rounds.
-# - **XDP against TC**: the curves lie close together. XDP's is a little to the left in most
-#   runs, by 0 to 4 µs at the median, no more than one responder's median moves from one round
-#   to the next. And that gap is not the programs' work, which differs by well under a
-#   microsecond: it is the path around them. The last experiment shows how much the path weighs:
-#   `peer_pass`, there for XDP's sake, costs TC's replies as much as the whole gap between the
-#   hooks, or more. (The server's side changes too: while an XDP program is attached, its veth
-#   receives through that queue of its own.)
+# - **The kernel's own echo** is usually the slowest at the median, by a few microseconds (2 to
+#   7 µs above XDP's; in one run, made while the machine was busy with other work, the three
+#   medians came within 2 µs of each other). It takes the whole way up (IP, ICMP, a route lookup
+#   for the reply) and builds a new packet for the reply, where the programs turn the request
+#   around where it landed. Even that shift shows only because thousands of samples came from
+#   interleaved rounds.
+# - **XDP against TC**: the curves lie close together. XDP's is usually a little to the left,
+#   not always (TC's median minus XDP's: -1 to +4 µs), and never by more than one responder's
+#   median moves from one round to the next. And that gap is not the programs' work, which
+#   differs by well under a microsecond: it is the path around them. The last experiment shows
+#   how much the path weighs: `peer_pass`, there for XDP's sake, costs TC's replies as much as
+#   the whole gap between the hooks, or more. (The server's side changes too: while an XDP
+#   program is attached, its veth receives through that queue of its own.)
 # - **The report's min/avg/max**: applied to our own rounds, that method names different winners
 #   from round to round (now and then even the kernel), and its maxima are single outliers. One
 #   run per responder, as in the report, ranks noise.
