@@ -157,13 +157,17 @@ int tc_icmp_echo(struct __sk_buff *skb)
 	__u32 key = 0;
 	struct server_addrs *me = server.lookup(&key);
 
+	/* The kernel takes a VLAN tag off the frame before TC sees it and notes it in the skb:
+	 * such a frame belongs to a VLAN interface, not to this server. */
+	if (!me || skb->vlan_present)
+		return TC_ACT_OK;
 	/* A large frame may sit partly outside the linear buffer that direct access covers;
 	 * pull it all in, so that the checksum can be verified over the whole message. */
-	if (!me || bpf_skb_pull_data(skb, skb->len))
+	if (bpf_skb_pull_data(skb, skb->len))
 		return TC_ACT_OK;
 	c = cursor_start_skb(skb);
 	eth = parse_ethhdr(&c);
-	if (!eth)
+	if (!eth || !eth_to_me(eth, me->mac))
 		return TC_ACT_OK;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return echo_v4(skb, &c, eth, me);

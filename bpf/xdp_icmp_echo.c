@@ -131,7 +131,7 @@ int xdp_icmp_echo(struct xdp_md *ctx)
 	__u32 key = 0;
 	struct server_addrs *me = server.lookup(&key);
 
-	if (!eth || !me)
+	if (!eth || !me || !eth_to_me(eth, me->mac))
 		return XDP_PASS;
 	/* A VLAN tag (0x8100) lands here too, and is passed: the kernel handles it. */
 	if (eth->h_proto == bpf_htons(ETH_P_IP))

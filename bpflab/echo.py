@@ -1,6 +1,7 @@
 """User-space side of the ICMP echo labs: configure the program, and know the right answer.
 
-`configure` fills the program's `server` map with the addresses it serves (bpf/include/echo.h).
+`configure` fills the program's `server` map with the addresses it serves (bpf/include/echo.h),
+by default the course topology's server (its veth has the fixed MAC `packets.SERVER_MAC`).
 `expected_reply` is the reply a correct echo server sends for a frame, or None when it must
 pass the frame to the kernel; the grader's checks and its fuzzer compare the program with it.
 The rules are the kernel's own: a server must never answer what the kernel would not.
@@ -17,7 +18,7 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Padding, raw
 
-from bpflab.packets import fix_checksums, internet_checksum
+from bpflab.packets import SERVER_IPV4, SERVER_IPV6, SERVER_MAC, fix_checksums, internet_checksum
 
 REPLY_TTL = 64
 REPLIES_V4, REPLIES_V6 = 0, 1
@@ -25,11 +26,20 @@ IP_MF, IP_OFFSET = 0x2000, 0x1FFF
 ICMPV6 = 58
 
 
-def configure(program, ipv4: str, ipv6: str) -> None:
+def configure(program, ipv4: str = SERVER_IPV4, ipv6: str = SERVER_IPV6, mac: str = SERVER_MAC) -> None:
     """Tell the program which addresses are its own (key 0 of its `server` map)."""
     table = program.table("server")
-    packed = socket.inet_pton(socket.AF_INET, ipv4) + socket.inet_pton(socket.AF_INET6, ipv6)
-    table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(packed)
+    packed = socket.inet_pton(socket.AF_INET, ipv4) + socket.inet_pton(socket.AF_INET6, ipv6) + _mac(mac)
+    table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(packed.ljust(ctypes.sizeof(table.Leaf), b"\0"))
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _to_me(frame: bytes, mac: str) -> bool:
+    """Only frames to the server's own MAC are answered (see eth_to_me in parsing.h)."""
+    return frame[0:6] == _mac(mac)
 
 
 def replies(program) -> tuple[int, int]:
@@ -83,9 +93,11 @@ def _ipv6_request(frame: bytes, ipv6: str) -> bool:
     return message[0] == 128 and message[1] == 0 and _internet_checksum_ok(pseudo + message)
 
 
-def expected_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
+def expected_reply(
+    frame: bytes, ipv4: str = SERVER_IPV4, ipv6: str = SERVER_IPV6, mac: str = SERVER_MAC
+) -> bytes | None:
     """The reply a correct echo server sends for `frame`, or None if it must pass it on."""
-    if len(frame) < 14:
+    if len(frame) < 14 or not _to_me(frame, mac):
         return None
     ethertype = int.from_bytes(frame[12:14], "big")
     if ethertype == 0x0800 and _ipv4_request(frame, ipv4):
@@ -97,12 +109,14 @@ def expected_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
     return None
 
 
-def quick_reply(frame: bytes, ipv4: str, ipv6: str) -> bytes | None:
+def quick_reply(
+    frame: bytes, ipv4: str = SERVER_IPV4, ipv6: str = SERVER_IPV6, mac: str = SERVER_MAC
+) -> bytes | None:
     """`expected_reply` built from bytes, not scapy: 30 times faster, for the fuzzers.
 
     A package test checks that both always agree.
     """
-    if len(frame) < 14:
+    if len(frame) < 14 or not _to_me(frame, mac):
         return None
     ethertype = int.from_bytes(frame[12:14], "big")
     reply = bytearray(frame)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pyroute2 import netns
 
-from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6
+from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, CLIENT_MAC, SERVER_IPV4, SERVER_IPV6, SERVER_MAC
 from bpflab.programs import (
     BPF_PROG_TYPE_XDP,
     attach_xdp,
@@ -56,7 +56,7 @@ class Side:
     ifname: str
     ipv4: str
     ipv6: str
-    mac: str = ""
+    mac: str
 
 
 def _pid_alive(pid: int) -> bool:
@@ -117,8 +117,8 @@ class Topology:
         self.peer_xdp = peer_xdp
         tag = f"{NAME_PREFIX}-{os.getpid()}-{next(_counter)}"
         short = f"bl{os.getpid()}{chr(ord('a') + int(tag.rsplit('-', 1)[1]) % 26)}"
-        self.client = Side(f"{tag}-client", f"{short}c", CLIENT_IPV4, CLIENT_IPV6)
-        self.server = Side(f"{tag}-server", f"{short}s", SERVER_IPV4, SERVER_IPV6)
+        self.client = Side(f"{tag}-client", f"{short}c", CLIENT_IPV4, CLIENT_IPV6, CLIENT_MAC)
+        self.server = Side(f"{tag}-server", f"{short}s", SERVER_IPV4, SERVER_IPV6, SERVER_MAC)
         self._peer_fd: int | None = None
         self._old_sigterm = None
 
@@ -168,7 +168,6 @@ class Topology:
                 "add", ifname=self.client.ifname, kind="veth",
                 peer={"ifname": self.server.ifname, "net_ns_fd": self.server.netns},
             )
-        macs = {}
         for side in (self.client, self.server):
             with existing_netns(side.netns) as ns:
                 ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
@@ -178,10 +177,9 @@ class Topology:
                 sysctl(side.netns, f"net.ipv6.conf.{side.ifname}.router_solicitations", 0)
                 ns.addr("add", index=index, address=side.ipv4, prefixlen=24)
                 ns.addr("add", index=index, address=side.ipv6, prefixlen=64, flags=0x02)  # nodad
-                ns.link("set", index=index, state="up")
-                macs[side.netns] = ns.link("get", index=index)[0].get("IFLA_ADDRESS")
-        self.client = Side(**{**self.client.__dict__, "mac": macs[self.client.netns]})
-        self.server = Side(**{**self.server.__dict__, "mac": macs[self.server.netns]})
+                # Fixed MACs: each topology is its own link, so they never clash, and unit
+                # tests' frames (bpflab.packets) carry the same ones as real traffic.
+                ns.link("set", index=index, address=side.mac, state="up")
         # Static neighbours: no ARP or neighbour discovery traffic to confuse counts.
         for side, peer in ((self.client, self.server), (self.server, self.client)):
             with existing_netns(side.netns) as ns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -12,8 +13,8 @@ from bpflab.labs import GRADER_TESTS, NOTEBOOKS_DIR, all_labs, load_lab
 LABS = all_labs()
 
 
-def suite_points(lab) -> int:
-    """The points on the suite's tests (@points(n)), its own and those it imports."""
+def suite_tests(lab) -> dict[str, int]:
+    """The suite's tests and their points (@points(n)), its own and those it imports."""
     sys.path.insert(0, str(GRADER_TESTS))  # as pytest does for the suites: shared modules import
     try:
         spec = importlib.util.spec_from_file_location(lab.suite.stem, lab.suite)
@@ -21,13 +22,13 @@ def suite_points(lab) -> int:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(GRADER_TESTS))
-    total = 0
+    tests = {}
     for name in dir(module):
         if name.startswith("test_"):
             marks = [m for m in getattr(getattr(module, name), "pytestmark", []) if m.name == "points"]
             assert len(marks) == 1, f"{lab.suite.name}::{name} needs exactly one @points(n)"
-            total += marks[0].args[0]
-    return total
+            tests[name] = marks[0].args[0]
+    return tests
 
 
 def test_there_are_labs():
@@ -47,7 +48,14 @@ def test_lab_has_every_part(lab):
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.id)
 def test_suite_points_add_up_to_the_manifest(lab):
-    assert suite_points(lab) == lab.points
+    assert sum(suite_tests(lab).values()) == lab.points
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.id)
+def test_handout_grading_table_matches_the_suite(lab):
+    """A handout row `| `test_x` | n | ...` for every graded test, with its points."""
+    rows = dict(re.findall(r"^\| `(test_\w+)` \| (\d+) \|", (lab.folder / "README.md").read_text(), re.M))
+    assert {name: int(n) for name, n in rows.items()} == suite_tests(lab)
 
 
 def test_unknown_lab_names_the_known_ones():

@@ -10,12 +10,14 @@
 #define BPFLAB_ECHO_H
 
 #include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
 
 #define REPLY_TTL 64 /* the hop limit of a fresh packet, as the kernel's own replies use */
 
 struct server_addrs {
-	__be32 ipv4;    /* network byte order, as in the IPv4 header */
-	__be32 ipv6[4]; /* the 16 bytes of the IPv6 address */
+	__be32 ipv4;         /* network byte order, as in the IPv4 header */
+	__be32 ipv6[4];      /* the 16 bytes of the IPv6 address */
+	__u8 mac[ETH_ALEN];  /* the interface's own MAC address */
 };
 
 /* Keys of the `replies` map: ICMPv4 and ICMPv6 echo replies sent. */

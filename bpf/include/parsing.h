@@ -122,6 +122,18 @@ static __always_inline void swap_macs(struct ethhdr *eth)
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
 }
 
+/* Is a frame addressed to our own MAC? XDP and TC also see frames for other hosts (on a
+ * virtual or promiscuous link), which the kernel drops: a server must not answer those. A
+ * broadcast or multicast frame is for us too, but a reply made by swapping its MACs would
+ * come from a group address: leave those to the kernel. */
+static __always_inline int eth_to_me(const struct ethhdr *eth, const __u8 mine[ETH_ALEN])
+{
+	const __u8 *dest = eth->h_dest;
+
+	return dest[0] == mine[0] && dest[1] == mine[1] && dest[2] == mine[2] &&
+	       dest[3] == mine[3] && dest[4] == mine[4] && dest[5] == mine[5];
+}
+
 /* Would the kernel accept this IPv4 source? Not 0.0.0.0, not loopback, not multicast or
  * broadcast: the kernel drops such "martian" sources, so a server must not answer them. */
 static __always_inline int ipv4_source_ok(__be32 saddr)

@@ -160,6 +160,12 @@ def test_passes_requests_not_for_the_server(server: Program, lab: Lab) -> None:
         "an echo request from a multicast source": packets.ether()
         / IP(src="224.0.0.1", dst=SERVER_IPV4)
         / icmp,
+        "an echo request for another host's MAC": Ether(src=packets.CLIENT_MAC, dst="02:00:00:00:00:99")
+        / IP(src=CLIENT_IPV4, dst=SERVER_IPV4)
+        / icmp,
+        "an echo request to the broadcast MAC": Ether(src=packets.CLIENT_MAC, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=CLIENT_IPV4, dst=SERVER_IPV4)
+        / icmp,
         "an ICMPv6 echo request from a multicast source": packets.ether()
         / IPv6(src="ff02::1", dst=SERVER_IPV6)
         / icmp6,
@@ -279,12 +285,6 @@ def test_full_size_pings_answered(server: Program, serving: Topology) -> None:
         )
 
 
-def on_wire(frame: Packet, topology: Topology) -> bytes:
-    """A crafted frame, addressed with the topology's real MACs."""
-    frame[Ether].src, frame[Ether].dst = topology.client.mac, topology.server.mac
-    return raw(frame)
-
-
 @points(1)
 def test_reply_on_the_wire_is_exact(serving: Topology) -> None:
     """What arrives back at the client is, byte for byte, the reply scapy builds for the request."""
@@ -293,13 +293,39 @@ def test_reply_on_the_wire_is_exact(serving: Topology) -> None:
             ("ICMPv4", packets.icmp_echo_v4(100, seq=7)),
             ("ICMPv6", packets.icmp_echo_v6(100, seq=7)),
         ):
-            data = on_wire(request, serving)
+            data = raw(request)  # the topology's veths carry packets' MACs
             expected = echo.expected_reply(data, SERVER_IPV4, SERVER_IPV6)
             got = [frame for frame in wire.exchange(data) if echo.same_reply(frame, expected)]
             expect(
                 len(got) == 1,
                 f"Sent an {what} echo request over the veth: {describe(data)}\n"
                 f"expected exactly one reply {describe(expected)}, got {len(got)}.",
+            )
+
+
+@points(1)
+def test_frames_for_other_hosts_get_no_reply_on_the_wire(server: Program, serving: Topology) -> None:
+    """Over the veth, a VLAN-tagged request and one for another MAC get no reply (as from the kernel)."""
+    icmp = ICMP(id=3, seq=3) / packets.payload(56)
+    cases = {
+        "a VLAN-tagged echo request (VLAN 7, which the server has no interface for)": Ether(
+            src=packets.CLIENT_MAC, dst=packets.SERVER_MAC
+        )
+        / Dot1Q(vlan=7)
+        / IP(src=CLIENT_IPV4, dst=SERVER_IPV4)
+        / icmp,
+        "an echo request for another host's MAC": Ether(src=packets.CLIENT_MAC, dst="02:00:00:00:00:99")
+        / IP(src=CLIENT_IPV4, dst=SERVER_IPV4)
+        / icmp,
+    }
+    with Wire(serving.client.netns, serving.client.ifname) as wire:
+        for what, frame in cases.items():
+            before = echo.replies(server)
+            answers = [reply for reply in wire.exchange(raw(frame)) if is_echo_reply(reply)]
+            expect(
+                not answers and echo.replies(server) == before,
+                f"Sent {what} over the veth: {describe(raw(frame))}\nThe program answered it "
+                f"({describe(answers[0]) if answers else 'and counted a reply'}); the kernel would not.",
             )
 
 
