@@ -45,6 +45,7 @@ NAME_PREFIX = "bpflab"
 NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
 NUD_PERMANENT = 0x80
 XDP_PASS = 2
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _counter = itertools.count()
 
 
@@ -129,12 +130,22 @@ class Topology:
     def start(self) -> Topology:
         """Build it (what `with` does on entry); for notebooks, where one `with` cannot span cells."""
         cleanup_stale()
-        if threading.current_thread() is threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        if main:
             self._old_sigterm = signal.signal(
                 signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid())
             )
         try:
-            self._build()
+            # Ctrl-C or SIGTERM in the middle of netlink work can leave pyroute2 waiting for a
+            # helper process that will never answer: hold them until the build is done, then
+            # let them in, and the `except` below removes what was built.
+            if main:
+                signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+            try:
+                self._build()
+            finally:
+                if main:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
         except BaseException:
             self.close()
             raise

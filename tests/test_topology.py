@@ -77,7 +77,15 @@ def test_kernel_echo_can_be_switched_off():
 
 def test_sigterm_cleans_up():
     holder = spawn(HOLD)
-    wait_for_namespaces(holder.pid)
+    holder.stdout.readline()  # the topology is built
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(30)
+    assert namespaces_of(holder.pid) == []
+
+
+def test_sigterm_while_building_cleans_up():
+    holder = spawn(HOLD)
+    wait_for_namespaces(holder.pid)  # the namespaces exist: the build is under way or done
     holder.send_signal(signal.SIGTERM)
     holder.wait(30)
     assert namespaces_of(holder.pid) == []
