@@ -34,3 +34,21 @@ def test_second_provisioning_changes_nothing():
     assert done.returncode == 0, done.stdout[-3000:]
     recap = re.search(r"changed=(\d+).*failed=(\d+)", done.stdout)
     assert recap and recap.groups() == ("0", "0"), done.stdout[-3000:]
+
+
+def test_ansible_lint_is_clean():
+    lint = [sys.executable, "-m", "ansiblelint", "--nocolor", "provisioning/site.yml"]
+    done = subprocess.run(lint, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_vagrantfile_validates(tmp_path):
+    done = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # ...and validation does catch a mistake, so that the check above means something.
+    broken = (ROOT / "Vagrantfile").read_text().replace("libvirt.memory = 4096", "libvirt.memroy = 4096")
+    (tmp_path / "Vagrantfile").write_text(broken)
+    done = subprocess.run(["vagrant", "validate"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode != 0 and "memroy" in done.stdout + done.stderr
