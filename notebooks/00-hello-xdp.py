@@ -54,8 +54,6 @@
 
 # %%
 import subprocess
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 from IPython.display import Code, display
@@ -63,7 +61,7 @@ from scapy.packet import raw
 
 from bpflab import packets, testrun
 from bpflab.labs import BPF_INCLUDE, load_lab
-from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load
+from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load, load_text
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]
@@ -282,16 +280,13 @@ int broken(struct xdp_md *ctx)
 
 
 def try_load(code: str) -> None:
-    """Write `code` to a temporary broken.c and try to load its `broken()` at XDP."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "broken.c"
-        path.write_text(code)
-        try:
-            load(path, "broken", "xdp").close()
-        except ProgramError as err:
-            print(f"rejected at the {err.stage} stage:\n{err.explain()}")
-        else:
-            print("accepted by the verifier")
+    """Try to load `broken()` from `code` at XDP (as a file called broken.c)."""
+    try:
+        load_text(code, "broken", "xdp", filename="broken.c").close()
+    except ProgramError as err:
+        print(f"rejected at the {err.stage} stage:\n{err.explain()}")
+    else:
+        print("accepted by the verifier")
 
 
 try_load(BROKEN)
