@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("doctor", help="check this machine for what the labs need")
     lab = commands.add_parser("lab", help="serve the notebooks with JupyterLab on 127.0.0.1")
     lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--notebooks", type=Path, help="serve this folder instead of notebooks/")
     cleanup = commands.add_parser("cleanup", help="remove namespaces that killed runs left behind")
     cleanup.add_argument("--all", action="store_true", help="also those of runs still alive")
     release = commands.add_parser("release", help="build the student release")
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lab":
         from bpflab.jupyter import serve
 
-        return serve(args.port)
+        return serve(args.port, args.notebooks)
     if args.command == "cleanup":
         from bpflab.topology import cleanup_stale
 

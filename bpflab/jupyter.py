@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from bpflab.labs import NOTEBOOKS_DIR, ROOT
 from bpflab.topology import cleanup_stale
@@ -19,12 +20,12 @@ from bpflab.topology import cleanup_stale
 STOP_GRACE_SECONDS = 15
 
 
-def command(port: int) -> list[str]:
+def command(port: int, notebooks: Path) -> list[str]:
     return [
         sys.executable, "-m", "jupyterlab",
         "--ServerApp.ip=127.0.0.1",  # never reachable from another machine
         f"--ServerApp.port={port}",
-        f"--ServerApp.root_dir={NOTEBOOKS_DIR}",
+        f"--ServerApp.root_dir={notebooks}",
         "--ServerApp.open_browser=False",
         "--allow-root",  # BPF needs root, and so do the kernels that load programs
     ]
@@ -41,12 +42,12 @@ def stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
-def serve(port: int = 8888) -> int:
+def serve(port: int = 8888, notebooks: Path | None = None) -> int:
     # The token goes through the environment, not the command line, which `ps` shows to all.
     # A JUPYTER_TOKEN already set (the Vagrant VM sets one) is used as it is.
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_TOKEN": token}
-    server = subprocess.Popen(command(port), env=env, start_new_session=True)
+    server = subprocess.Popen(command(port, notebooks or NOTEBOOKS_DIR), env=env, start_new_session=True)
     print(f"\nJupyterLab (pid {server.pid}): http://127.0.0.1:{port}/lab?token={token}\n"
           "Ctrl-C stops it and cleans up.\n", flush=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
