@@ -222,6 +222,15 @@ def load_text(text: str, entry: str, hook: str, filename: str = "program.c") -> 
         return load(source, entry, hook)
 
 
+def verifier_says(text: str, entry: str, hook: str, filename: str = "program.c") -> str:
+    """In words, what loading `text` gives: for notebooks that show the verifier at work."""
+    try:
+        load_text(text, entry, hook, filename).close()
+    except ProgramError as err:
+        return f"rejected at the {err.stage} stage:\n{err.explain()}"
+    return "accepted by the verifier"
+
+
 def load_raw(prog_type: int, verdict: int, name: str) -> int:
     """Load a two-instruction program that only returns `verdict`; return its fd.
 

@@ -61,7 +61,7 @@ from scapy.packet import raw
 
 from bpflab import packets, testrun
 from bpflab.labs import BPF_INCLUDE, load_lab
-from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load, load_text
+from bpflab.programs import XDP_VERDICTS, attach, load, verifier_says
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]
@@ -279,17 +279,7 @@ int broken(struct xdp_md *ctx)
 """
 
 
-def try_load(code: str) -> None:
-    """Try to load `broken()` from `code` at XDP (as a file called broken.c)."""
-    try:
-        load_text(code, "broken", "xdp", filename="broken.c").close()
-    except ProgramError as err:
-        print(f"rejected at the {err.stage} stage:\n{err.explain()}")
-    else:
-        print("accepted by the verifier")
-
-
-try_load(BROKEN)
+print(verifier_says(BROKEN, "broken", "xdp", "broken.c"))
 
 # %% [markdown]
 # The verifier tracks `eth` as a packet pointer with a known safe range of 0 bytes (`r=0`): nothing
@@ -300,7 +290,7 @@ try_load(BROKEN)
 CHECK = """\
     if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
         return XDP_PASS;"""
-try_load(BROKEN.replace("    /* BOUNDS CHECK MISSING */", CHECK))
+print(verifier_says(BROKEN.replace("    /* BOUNDS CHECK MISSING */", CHECK), "broken", "xdp", "broken.c"))
 
 # %% [markdown]
 # ## 9 · Clean up

@@ -59,7 +59,7 @@ from scapy.utils import hexdump
 
 from bpflab import echo, measure, packets, testrun
 from bpflab.labs import load_lab
-from bpflab.programs import XDP_VERDICTS, ProgramError, attach, load, load_text
+from bpflab.programs import XDP_VERDICTS, attach, load, verifier_says
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]
@@ -177,17 +177,7 @@ int broken(struct xdp_md *ctx)
 """
 
 
-def try_load(code: str) -> None:
-    """Try to load `code`'s `broken()` at XDP (load_text writes it to a temporary broken.c)."""
-    try:
-        load_text(code, "broken", "xdp", filename="broken.c").close()
-    except ProgramError as err:
-        print(f"rejected at the {err.stage} stage:\n{err.explain()}")
-    else:
-        print("accepted by the verifier")
-
-
-try_load(BROKEN)
+print(verifier_says(BROKEN, "broken", "xdp", "broken.c"))
 
 # %% [markdown]
 # Read the complaint as the verifier's bookkeeping. The register holding `msg` is a packet
@@ -207,7 +197,8 @@ FIXED = """\
     msg = parse_icmphdr(&cur);
     if (!msg)
         return XDP_PASS;"""
-try_load(BROKEN.replace("    msg = cur.pos; /* BOUNDS CHECK MISSING */", FIXED))
+CHECKED = BROKEN.replace("    msg = cur.pos; /* BOUNDS CHECK MISSING */", FIXED)
+print(verifier_says(CHECKED, "broken", "xdp", "broken.c"))
 
 # %% [markdown]
 # Your echo server goes further still: it sums the **whole** ICMP message, payload included, to

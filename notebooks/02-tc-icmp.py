@@ -52,14 +52,13 @@ from bpflab.labs import load_lab
 from bpflab.programs import (
     TC_VERDICTS,
     XDP_VERDICTS,
-    ProgramError,
     attach,
     attach_tc,
     attach_xdp,
     detach_tc,
     detach_xdp,
     load,
-    load_text,
+    verifier_says,
 )
 from bpflab.topology import Topology, run_in
 
@@ -166,17 +165,7 @@ int broken(struct __sk_buff *skb)
 """
 
 
-def try_load(code: str) -> None:
-    """Load `code`'s `broken()` at TC, and say whether the verifier accepted it."""
-    try:
-        load_text(code, "broken", "tc", filename="broken.c").close()
-    except ProgramError as err:
-        print(f"rejected at the {err.stage} stage:\n{err.explain()}")
-    else:
-        print("accepted by the verifier")
-
-
-try_load(BROKEN)
+print(verifier_says(BROKEN, "broken", "tc", "broken.c"))
 
 # %% [markdown]
 # `iph` sat in a register (`R7` here) that the verifier knew as a packet pointer with 34 bytes
@@ -191,11 +180,10 @@ try_load(BROKEN)
 # %%
 READ_FIRST = """\
     __u8 protocol = iph->protocol;  /* a copy on the stack survives the helper */"""
-try_load(
-    BROKEN.replace("    /* READ BEFORE THE HELPER */", READ_FIRST).replace(
-        "return iph->protocol ==", "return protocol =="
-    )
+FIXED = BROKEN.replace("    /* READ BEFORE THE HELPER */", READ_FIRST).replace(
+    "return iph->protocol ==", "return protocol =="
 )
+print(verifier_says(FIXED, "broken", "tc", "broken.c"))
 
 # %% [markdown]
 # Your echo server meets this rule head on: it must check the request through packet pointers,
