@@ -34,8 +34,9 @@ check: provision ## Grade your own file, labs/LAB/<program>.c: make check LAB=he
 release: provision ## Build the student release (starters, handouts, public tests) in dist/student
 	$(PY) -m bpflab release dist/student
 
-lint: provision ## ruff and the notebook pairing check
+lint: provision ## ruff on the Python, ansible-lint on the playbook
 	$(PY) -m ruff check .
+	$(PY) -m ansiblelint provisioning/site.yml
 
 clean: ## Remove every namespace a lab or grader run left behind, and build outputs
 	@if [ -x $(PY) ]; then $(PY) -m bpflab cleanup --all; fi

@@ -15,10 +15,10 @@ import jupytext
 from bpflab.labs import BPF_INCLUDE, NOTEBOOKS_DIR, ROOT, all_labs
 from bpflab.starters import starter_source
 
-# Copied as they are: the runtime, the grader, the machine recipe and the commands.
+# Copied as they are: the runtime, the grader, the machine recipes and the commands.
 SHARED = (
     "bpflab", "grader", "provisioning",
-    "Makefile", "requirements.txt", "constraints.txt", "pyproject.toml",
+    "Makefile", "Vagrantfile", "requirements.txt", "constraints.txt", "pyproject.toml",
 )
 SOLUTION_TAG = "solution"
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
