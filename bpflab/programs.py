@@ -47,7 +47,9 @@ VERIFIER_HINTS = {
     "outside of the packet": "check `pointer + size <= data_end` right before this read or write",
     "map_value_or_null": "a map lookup can return NULL: check the pointer before using it",
     "invalid mem access 'scalar'": "this pointer is a plain number to the verifier: derive it "
-    "from ctx->data or a map value, and check it first",
+    "from ctx->data or a map value and check it first; after a helper that may change the packet "
+    "(bpf_skb_store_bytes, bpf_l3/l4_csum_replace, ...) every packet pointer is such a number: "
+    "read what you need before the helper, or parse again",
     "back-edge": "give the loop a constant upper bound (a named limit)",
     "infinite loop": "give the loop a constant upper bound (a named limit)",
     "too large": "the program is too long for the verifier: lower the loop bounds",
