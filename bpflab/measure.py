@@ -5,13 +5,14 @@
   same for an empty program at the same hook: report a program as ns above that floor.
   Test-run does not reset the packet between repeats, so time only a path that leaves the
   packet as it found it (a pass path), and say which.
-- `bpf_stats`: run time and count of a program under real traffic
-  (`kernel.bpf_stats_enabled`), which does time the paths that rewrite the packet.
+- `bpf_stats`: run time and count of a program under real traffic (with the kernel's run-time
+  accounting on, `bpf_stats_enabled`), which does time the paths that rewrite the packet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from bpflab.topology import Topology
 TIMING_REPEAT = 200_000  # enough runs for the timer's own cost to vanish in the mean
 EMPTY_VERDICT = {"xdp": 2, "tc": 0}  # XDP_PASS, TC_ACT_OK
 PROG_TYPE = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
-STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
 
 
 def ping_rtts(topology: Topology, count: int = 200, interval: float = 0.01, ipv6: bool = False,
@@ -64,13 +65,20 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @contextlib.contextmanager
 def bpf_stats_enabled() -> Iterator[None]:
-    """Turn on the kernel's per-program run-time accounting for the block (it costs a little)."""
-    previous = STATS_SYSCTL.read_text().strip()
-    STATS_SYSCTL.write_text("1")
+    """Turn on the kernel's per-program run-time accounting for the block (it costs a little).
+
+    Through BPF_ENABLE_STATS rather than the `kernel.bpf_stats_enabled` sysctl: the kernel keeps
+    the accounting on while any such file descriptor is open, so two users at once cannot
+    switch it off under each other, and a killed process turns it off by dying.
+    """
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    fd = libbpf.bpf_enable_stats(BPF_STATS_RUN_TIME)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS failed")
     try:
         yield
     finally:
-        STATS_SYSCTL.write_text(previous)
+        os.close(fd)
 
 
 def bpf_stats(prog_fd: int) -> tuple[int, int]:

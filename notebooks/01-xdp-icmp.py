@@ -536,8 +536,9 @@ plt.show()
 # below zero), the machine was busy elsewhere during the tries: run the cell again and it
 # moves. (With the starter, which passes everything at once, the line stays flat near zero.)
 #
-# Test-run cannot time the reply path itself. Under **real traffic** the kernel can: with
-# `kernel.bpf_stats_enabled` on (`measure.bpf_stats_enabled()`), it adds up each program's run
+# Test-run cannot time the reply path itself. Under **real traffic** the kernel can: with its
+# run-time accounting on (`measure.bpf_stats_enabled()`, the switch behind the sysctl
+# `kernel.bpf_stats_enabled`, held as a file descriptor), it adds up each program's run
 # time and run count, which `measure.bpf_stats()` reads. The accounting costs a little itself,
 # so it is on only around the measurement. We ping 200 times, first paced (one every 5 ms), then
 # back to back (each request sent as soon as the last reply arrives):

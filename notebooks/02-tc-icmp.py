@@ -525,8 +525,9 @@ for size in (56, 1472):
 # the same code at both hooks. (With the starter, which passes everything at once, the TC
 # program stays close to its floor.)
 #
-# Test-run cannot time the reply path itself; real traffic can. With `kernel.bpf_stats_enabled`
-# on, the kernel adds up each program's run time and count (`measure.bpf_stats()`). Each program
+# Test-run cannot time the reply path itself; real traffic can. With its run-time accounting on
+# (`measure.bpf_stats_enabled()`, the switch behind `kernel.bpf_stats_enabled`), the kernel adds
+# up each program's run time and count (`measure.bpf_stats()`). Each program
 # answers 200 pings alone, kernel echo off, and we divide. The accounting costs a little itself,
 # so it is on only around the pings.
 
