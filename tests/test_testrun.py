@@ -42,3 +42,33 @@ def test_repeats_report_a_mean_duration(xdp_drop):
 def test_frames_shorter_than_ethernet_are_refused(xdp_drop):
     with pytest.raises(OSError, match="Invalid argument"):
         testrun.run(xdp_drop, b"\x00" * (packets.ETH_HLEN - 1))
+
+
+def test_live_frames_mode_sends_real_frames():
+    """Live-frames mode as a load generator: a program's XDP_TX frames leave the interface."""
+    import json
+    import socket
+
+    from bpflab.programs import attach_xdp
+    from bpflab.topology import Topology, in_netns, run_in
+
+    sender = load_raw(BPF_PROG_TYPE_XDP, 3, "tx")  # XDP_TX
+    receiver = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "rx")
+    try:
+        with Topology(peer_xdp=False) as topo:
+            # XDP_TX on a veth needs an XDP program on the peer: the server end here.
+            attach_xdp(topo.server.netns, topo.server.ifname, receiver)
+
+            def received() -> int:
+                shown = run_in(topo.server.netns, ["ip", "-s", "-j", "link", "show", topo.server.ifname])
+                return json.loads(shown.stdout)[0]["stats64"]["rx"]["packets"]
+
+            before = received()
+            with in_netns(topo.client.netns):
+                ifindex = socket.if_nametoindex(topo.client.ifname)
+                ns = testrun.live_frames(sender, raw(packets.udp_v4()), ifindex, count=10_000)
+            assert ns > 0
+            assert received() - before >= 10_000
+    finally:
+        os.close(sender)
+        os.close(receiver)
