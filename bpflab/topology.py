@@ -60,7 +60,7 @@ class Side:
     mac: str
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,12 +71,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 @outside_event_loop
-def cleanup_stale(everything: bool = False) -> list[str]:
-    """Remove the namespaces of runs whose process is gone (all of ours if `everything`)."""
+def cleanup_stale(everything: bool = False, pid: int | None = None) -> list[str]:
+    """Remove the namespaces of runs whose process is gone.
+
+    `everything` removes all of ours, live or not; `pid` also removes those of that live process.
+    """
     removed = []
     for name in netns.listnetns():
         match = NETNS_NAME.match(name)
-        if match and (everything or not _pid_alive(int(match.group(1)))):
+        owner = int(match.group(1)) if match else None
+        if match and (everything or owner == pid or not pid_alive(owner)):
             with contextlib.suppress(FileNotFoundError):
                 netns.remove(name)
             removed.append(name)

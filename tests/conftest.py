@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,19 +13,29 @@ import pytest
 from pyroute2 import netns
 
 from bpflab.labs import ROOT
-from bpflab.topology import NAME_PREFIX
+from bpflab.topology import NETNS_NAME, pid_alive
 
 
-def our_namespaces() -> list[str]:
-    return [name for name in netns.listnetns() if name.startswith(f"{NAME_PREFIX}-")]
+def orphaned_namespaces() -> set[str]:
+    """Namespaces of ours owned by this process or by one that is gone.
+
+    Namespaces of other live processes (another suite or grader running beside this one) are
+    not this test's doing, so they are left out.
+    """
+    names = set()
+    for name in netns.listnetns():
+        match = NETNS_NAME.match(name)
+        if match and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
+            names.add(name)
+    return names
 
 
 @pytest.fixture(autouse=True)
 def leaves_nothing_behind():
     """Fail any test after which a namespace of ours (and so a veth, XDP or TC program) remains."""
-    before = set(our_namespaces())
+    before = orphaned_namespaces()
     yield
-    left = set(our_namespaces()) - before
+    left = orphaned_namespaces() - before
     assert not left, f"namespaces left behind: {sorted(left)}"
 
 

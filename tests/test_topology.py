@@ -12,7 +12,6 @@ from pyroute2 import netns
 
 from bpflab.labs import ROOT
 from bpflab.topology import Topology, cleanup_stale, run_in
-from tests.conftest import our_namespaces
 
 HOLD = """
 import time
@@ -29,7 +28,7 @@ def spawn(code_or_argv: str | list[str]) -> subprocess.Popen:
 
 
 def namespaces_of(pid: int) -> list[str]:
-    return [name for name in our_namespaces() if name.startswith(f"bpflab-{pid}-")]
+    return [name for name in netns.listnetns() if name.startswith(f"bpflab-{pid}-")]
 
 
 def wait_for_namespaces(pid: int, timeout: float = 60) -> list[str]:
@@ -104,7 +103,7 @@ def test_what_a_killed_run_left_is_removed_by_the_next():
 def test_cleanup_spares_live_runs_unless_told():
     with Topology() as topo:
         assert topo.server.netns not in cleanup_stale()
-        assert topo.server.netns in cleanup_stale(everything=True)
+        assert topo.server.netns in cleanup_stale(pid=os.getpid())
 
 
 # xdp-icmp: its network tests run for several seconds after the topology appears, so the
