@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from bpflab import testrun
+from bpflab import libbpf, testrun
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, load_raw
 from bpflab.topology import Topology
 
@@ -71,8 +71,7 @@ def bpf_stats_enabled() -> Iterator[None]:
     the accounting on while any such file descriptor is open, so two users at once cannot
     switch it off under each other, and a killed process turns it off by dying.
     """
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    fd = libbpf.bpf_enable_stats(BPF_STATS_RUN_TIME)
+    fd = libbpf.lib().bpf_enable_stats(BPF_STATS_RUN_TIME)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS failed")
     try:

@@ -22,6 +22,7 @@ from typing import ParamSpec, TypeVar
 
 from pyroute2 import NetNS
 
+from bpflab import libbpf
 from bpflab.labs import BPF_INCLUDE
 
 P = ParamSpec("P")
@@ -64,7 +65,7 @@ class ProgramError(Exception):
     """A program that did not compile, load or attach, with what a student needs to fix it."""
 
     def __init__(self, stage: str, summary: str, decisive: str = "", log: str = "") -> None:
-        self.stage = stage  # "compile", "verify" or "attach"
+        self.stage = stage  # "compile", "load" (its maps), "verify" or "attach"
         self.summary = summary  # one sentence in plain words
         self.decisive = decisive  # the lines of the log that matter
         self.log = log  # everything the compiler or verifier printed
@@ -91,13 +92,30 @@ def captured_stderr() -> Iterator[list[str]]:
             sink.append(tmp.read().decode(errors="replace"))
 
 
+MAIN_FILE = "/virtual/main.c"  # what BCC calls the program file in its messages
+DIAGNOSTIC = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):\d+: (?P<kind>error|warning|note|fatal error): ")
+
+
 def compile_error_lines(log: str, source: Path) -> str:
-    """The first compiler error with the source lines clang quotes under it."""
-    lines = [line.replace("/virtual/main.c", source.name) for line in log.splitlines()]
-    for i, line in enumerate(lines):
-        if ": error:" in line:
-            return "\n".join(lines[i : i + 3])
-    return "\n".join(lines[-5:])
+    """The first compiler error with the source lines clang quotes under it.
+
+    Clang quotes the line an error is on, in whatever file that is. An error inside a header
+    is shown by its header's name and message only, with where the program included it:
+    compiler messages never quote a file other than the program itself.
+    """
+    lines = log.splitlines()
+    first = next((i for i, line in enumerate(lines) if ": error:" in line), None)
+    if first is None:
+        shown = [line.replace(MAIN_FILE, source.name) for line in lines[-5:]]
+        return "\n".join(line for line in shown if "/" not in line)  # no other file's path or text
+    found = DIAGNOSTIC.match(lines[first])
+    if found is None or found["file"] == MAIN_FILE:
+        return "\n".join(lines[first : first + 3]).replace(MAIN_FILE, source.name)
+    included = [line for line in lines[:first] if line.startswith(f"In file included from {MAIN_FILE}:")]
+    message = lines[first][found.end():]
+    where = included[-1].removeprefix("In file included from ").rstrip(":") if included else MAIN_FILE
+    return (f"{Path(found['file']).name}:{found['line']}: error: {message}\n"
+            f"(in a header that {where.replace(MAIN_FILE, source.name)} includes)")
 
 
 def verifier_error_lines(log: str, source: Path) -> str:
@@ -185,6 +203,14 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
             failed = True
         else:
             failed = False
+    if failed and "Cannot allocate memory" in log[0]:
+        raise ProgramError(
+            "load",
+            f"The kernel refused to create the maps of {source.name}: they need more memory than a "
+            "graded program may use. Declare smaller maps.",
+            next(line for line in log[0].splitlines() if "Cannot allocate memory" in line),
+            log[0],
+        )
     if failed:
         raise ProgramError(
             "compile",
@@ -239,16 +265,16 @@ def load_raw(prog_type: int, verdict: int, name: str) -> int:
     Used for the peer's XDP_PASS program and as the empty program that measures the test-run
     harness's floor. No compiler is involved, so it is fast and cannot fail to build.
     """
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
     insns = (ctypes.c_uint8 * 16)(
         *[0xB7, 0, 0, 0, *(verdict & 0xFFFFFFFF).to_bytes(4, "little")],  # r0 = verdict
         *[0x95, 0, 0, 0, 0, 0, 0, 0],  # exit
     )
-    libbpf.bpf_prog_load.argtypes = [
+    prog_load = libbpf.lib().bpf_prog_load
+    prog_load.argtypes = [
         ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t,
         ctypes.c_void_p,
     ]
-    fd = libbpf.bpf_prog_load(prog_type, name.encode(), b"GPL", insns, 2, None)
+    fd = prog_load(prog_type, name.encode(), b"GPL", insns, 2, None)
     if fd < 0:
         raise OSError(ctypes.get_errno(), f"cannot load the {name} program")
     return fd

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from bpflab import libbpf
+
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 MAX_PACKET = 16384  # room for the program to grow the packet (bpf_xdp_adjust_tail)
 
@@ -57,7 +59,7 @@ class _XdpMd(ctypes.Structure):
 
 @cache
 def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    lib = libbpf.lib()
     lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
     return lib
 

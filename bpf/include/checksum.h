@@ -14,17 +14,11 @@
 #define BPFLAB_CHECKSUM_H
 
 #include <uapi/linux/bpf.h>
+#include "parsing.h" /* barrier_var */
 
 /* The longest stretch summed: a 1500-byte MTU holds at most 750 words. A named bound lets
  * the verifier see that the loop ends. */
 #define MAX_CSUM_WORDS 750
-
-/* Hide a value from the optimiser, as libbpf's bpf_helpers.h does. Without it, clang turns
- * the bounds check of a loop over the packet into pointer arithmetic (`~ptr`, `end - ptr`)
- * that the verifier refuses ("bitwise operator ^= on pointer prohibited"). */
-#ifndef barrier_var
-#define barrier_var(var) asm volatile("" : "+r"(var))
-#endif
 
 /* Fold a 32-bit sum of 16-bit words into 16 bits, end-around carry included. */
 static __always_inline __u16 csum_fold16(__u32 sum)
@@ -46,12 +40,14 @@ static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
  * bytes run past `end` or `len` is over the bound; 0 on success. */
 static __always_inline int csum_add_bytes(void *start, void *end, __u32 len, __u32 *sum)
 {
-	__u32 words = len / 2, acc = *sum, i;
+	__u32 words, acc = *sum, i;
 	__u16 *word;
 	__u8 *last;
 
 	if (len > 2 * MAX_CSUM_WORDS)
 		return -1;
+	barrier_var(len); /* use the value just checked: clang may otherwise reuse an unchecked copy */
+	words = len / 2;
 	for (i = 0; i < MAX_CSUM_WORDS && i < words; i++) {
 		word = (__u16 *)start + i;
 		barrier_var(word);

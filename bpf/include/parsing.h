@@ -15,11 +15,19 @@
 #include <linux/ipv6.h>
 #include <linux/icmp.h>
 #include <linux/icmpv6.h>
+#include <linux/udp.h>
 
 /* Flags of the IPv4 fragment field (the kernel keeps them in a header BPF cannot include). */
 #ifndef IP_MF
 #define IP_MF     0x2000 /* more fragments follow */
 #define IP_OFFSET 0x1FFF /* where this fragment starts, in 8-byte units */
+#endif
+
+/* Hide a value from the optimiser, as libbpf's bpf_helpers.h does. Without it, clang turns
+ * the bounds check of a loop over the packet into pointer arithmetic (`~ptr`, `end - ptr`)
+ * that the verifier refuses ("bitwise operator ^= on pointer prohibited"). */
+#ifndef barrier_var
+#define barrier_var(var) asm volatile("" : "+r"(var))
 #endif
 
 /* Where the next header starts, and where the packet ends. */
@@ -110,6 +118,17 @@ static __always_inline struct icmp6hdr *parse_icmp6hdr(struct cursor *c)
 		return NULL;
 	c->pos = icmp6 + 1;
 	return icmp6;
+}
+
+/* UDP header. NULL if truncated. (Its length field is the caller's to check.) */
+static __always_inline struct udphdr *parse_udphdr(struct cursor *c)
+{
+	struct udphdr *udp = c->pos;
+
+	if ((void *)(udp + 1) > c->end)
+		return NULL;
+	c->pos = udp + 1;
+	return udp;
 }
 
 /* Swap the two MAC addresses of a frame in place: the first step of any reply. */
