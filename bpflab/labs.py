@@ -12,6 +12,7 @@ BPF_INCLUDE = BPF_DIR / "include"
 LABS_DIR = ROOT / "labs"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"
+HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
 HOOKS = ("xdp", "tc")
 
 
@@ -24,8 +25,9 @@ class Lab:
     program: str  # file name of the program, e.g. hello_xdp.c
     entry: str  # entry function, e.g. hello_xdp
     hook: str  # "xdp" or "tc"
-    points: int  # total points of the lab's graded suite
+    points: int  # total points of the lab's graded suites, hidden tests included
     notebook: str  # notebook stem under notebooks/, e.g. 00-hello-xdp
+    hidden_points: int = 0  # the part of `points` graded by instructor-only tests
 
     @property
     def folder(self) -> Path:
@@ -40,6 +42,15 @@ class Lab:
     def suite(self) -> Path:
         """The graded pytest suite, named after the program like the kernel's selftests."""
         return GRADER_TESTS / f"test_{Path(self.program).stem}.py"
+
+    @property
+    def hidden_suite(self) -> Path:
+        """Instructor-only tests (absent from the student release), if the lab has any."""
+        return HIDDEN_TESTS / f"test_{Path(self.program).stem}_hidden.py"
+
+    def suites(self, hidden: bool = True) -> list[Path]:
+        """The suites a grade runs: the public one, and the hidden one where this copy has it."""
+        return [self.suite, *([self.hidden_suite] if hidden and self.hidden_suite.is_file() else [])]
 
     def source(self) -> Path:
         """The program the notebook works on: the student's copy in a release, else the reference."""

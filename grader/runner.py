@@ -1,18 +1,20 @@
-"""Run a lab's graded suite on one submission and collect points per test.
+"""Run a lab's graded suites on one submission and collect points per test.
 
-The suite runs with the grader's own pytest configuration only: the submission folder is
+The suites run with the grader's own pytest configuration only: the submission folder is
 passed as an option and never becomes a rootdir, so a `conftest.py` or `pytest.ini` that a
-student adds there is never loaded.
+student adds there is never loaded. This runs student code in-process: the grader calls it only
+inside the limited child process of `grader.isolation`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 
-from bpflab.labs import GRADER_TESTS, Lab
+from bpflab.labs import GRADER_TESTS, HIDDEN_TESTS, Lab
 from bpflab.programs import ProgramError
 from grader.checks import Mismatch
 
@@ -24,6 +26,7 @@ class TestResult:
     max_score: float
     score: float = 0.0
     output: str = ""
+    hidden: bool = False  # instructor-only: counted, but its output is withheld from students
 
     @property
     def passed(self) -> bool:
@@ -46,6 +49,9 @@ class LabResult:
     def max_score(self) -> float:
         return sum(t.max_score for t in self.tests)
 
+    def test(self, nodeid: str) -> TestResult:
+        return next(t for t in self.tests if t.nodeid == nodeid)
+
 
 def plain_words(excinfo: pytest.ExceptionInfo) -> str:
     """A failure as a student should read it: our own messages as they are, others in brief."""
@@ -57,11 +63,19 @@ def plain_words(excinfo: pytest.ExceptionInfo) -> str:
     return f"The test could not complete: {type(error).__name__}: {error}"
 
 
-class Collector:
-    """pytest plugin: turns each graded test's outcome into points and feedback."""
+Event = Callable[[dict], None]
 
-    def __init__(self, result: LabResult) -> None:
+
+class Collector:
+    """pytest plugin: turns each graded test's outcome into points and feedback.
+
+    `report` hears of each step as it happens (the tests collected, the program loaded, each
+    test's result), so that a supervisor that has to stop a run still knows what was graded.
+    """
+
+    def __init__(self, result: LabResult, report: Event = lambda event: None) -> None:
         self.result = result
+        self.report = report
         self.by_id: dict[str, TestResult] = {}
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -70,9 +84,25 @@ class Collector:
             if marker is None:
                 raise pytest.UsageError(f"{item.nodeid} has no @points(n)")
             doc = (getattr(item.obj, "__doc__", None) or item.name).strip().splitlines()[0]
-            test = TestResult(name=doc, nodeid=item.nodeid, max_score=float(marker.args[0]))
+            test = TestResult(name=doc, nodeid=item.nodeid, max_score=float(marker.args[0]),
+                              hidden=item.path.is_relative_to(HIDDEN_TESTS))
             self.by_id[item.nodeid] = test
             self.result.tests.append(test)
+        self.report({"event": "collected", "tests": [asdict(t) for t in self.result.tests]})
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.report({"event": "start", "nodeid": nodeid})
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+        yield
+        if fixturedef.argname == "program":
+            self.report({"event": "loaded"})
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        test = self.by_id[nodeid]
+        self.report({"event": "result", "nodeid": nodeid, "score": test.score, "output": test.output,
+                     "problem": self.result.problem})
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -88,11 +118,12 @@ class Collector:
                 self.result.problem = call.excinfo.value.explain()
 
 
-def grade(lab: Lab, submission: Path, extra_args: tuple[str, ...] = ()) -> LabResult:
-    """Grade `submission` (a folder holding the lab's program file) on `lab`."""
+def run_suites(lab: Lab, submission: Path, hidden: bool = True, report: Event = lambda event: None,
+               extra_args: tuple[str, ...] = ()) -> LabResult:
+    """Run `lab`'s suites on `submission` (a folder holding the lab's program file), in-process."""
     result = LabResult(lab=lab, submission=submission)
     args = [
-        str(lab.suite),
+        *map(str, lab.suites(hidden)),
         f"--submission={submission.resolve()}",
         f"--rootdir={GRADER_TESTS.parent}",
         "-c", str(GRADER_TESTS.parent / "pytest.ini"),
@@ -100,5 +131,5 @@ def grade(lab: Lab, submission: Path, extra_args: tuple[str, ...] = ()) -> LabRe
         "-q", "--no-header", "-rN", "--tb=no",
         *extra_args,
     ]
-    result.exit_code = int(pytest.main(args, plugins=[Collector(result)]))
+    result.exit_code = int(pytest.main(args, plugins=[Collector(result, report)]))
     return result
