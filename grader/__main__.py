@@ -9,15 +9,13 @@ failed (a fault to report, not a grade), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from bpflab.labs import Lab, all_labs, load_lab
-from grader.isolation import Interrupted, Limits, grade, prepare
+from bpflab.labs import all_labs, load_lab
+from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare
 from grader.report import summary, write_results
-from grader.runner import LabResult
-
-GRADED = (0, 1)  # pytest: all passed, some tests failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +26,33 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--lab", required=True, help="lab id, e.g. hello-xdp (see `list`)")
     one.add_argument("--results", type=Path, help="write Gradescope results.json here")
     add_limits(one)
+    batch = commands.add_parser("batch", help="grade a class: one folder per student")
+    batch.add_argument("submissions", type=Path, help="one folder per student (or <student>/submission/)")
+    batch.add_argument("--out", type=Path, required=True, help="folder for the results")
+    batch.add_argument("--labs", nargs="+", help="lab ids (default: every lab)")
+    batch.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="graders at once (default: the cores)")
+    add_limits(batch)
+    merge = commands.add_parser("merge", help="merge the results folders of sharded batches")
+    merge.add_argument("shards", type=Path, nargs="+", help="results folders of `batch` runs")
+    merge.add_argument("--out", type=Path, required=True)
     commands.add_parser("list", help="list the labs")
     args = parser.parse_args(argv)
+
+    if args.command == "batch":
+        from grader import batch as batches  # tqdm and matplotlib: only for classes
+
+        if not args.submissions.is_dir():
+            parser.error(f"{args.submissions} is not a folder")
+        try:
+            labs = [load_lab(lab) for lab in args.labs] if args.labs else all_labs()
+        except KeyError as exc:
+            parser.error(str(exc.args[0]))
+        return batches.run(args.submissions, args.out, labs, max(args.jobs, 1), limits(args))
+    if args.command == "merge":
+        from grader.batch import merge as merge_shards
+
+        return merge_shards(args.shards, args.out)
 
     if args.command == "list":
         for lab in all_labs():
@@ -57,20 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         write_results(result, args.results)
     print(summary(result))
     return 0
-
-
-def expected_points(lab: Lab) -> int:
-    """The manifest's points, less the hidden tests' where this copy (a student's) has none."""
-    return lab.points if lab.hidden_suite.is_file() else lab.points - lab.hidden_points
-
-
-def grader_fault(result: LabResult) -> str:
-    """Why `result` is not a grade but a fault of the grader, or ''."""
-    lab = result.lab
-    if result.exit_code not in GRADED or result.max_score != expected_points(lab):
-        return (f"grader fault: pytest exit {result.exit_code}, {result.max_score:g} points found for "
-                f"{lab.id} whose manifest says {expected_points(lab)}\n{result.problem}")
-    return ""
 
 
 def add_limits(parser: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from grader.cgroup import MEMORY_LIMIT, MemoryCgroup
 from grader.runner import LabResult, TestResult
 from grader.sandbox import Rejected, read_program
 
+GRADED = (0, 1)  # pytest's exit codes when every test ran: all passed, some failed
 STARTUP_SECONDS = 120  # Python, pytest and scapy starting up, on a loaded machine
 TERM_GRACE = 15  # seconds a stopped child has to remove its namespaces before SIGKILL
 
@@ -47,6 +48,20 @@ class Limits:
     seconds: float = 300  # one lab's whole graded run; the longest reference run takes ~20 s
     compile_seconds: float = 30  # compile and load; a reference takes 1-2 s
     memory: int = MEMORY_LIMIT
+
+
+def expected_points(lab: Lab) -> int:
+    """The manifest's points, less the hidden tests' where this copy (a student's) has none."""
+    return lab.points if lab.hidden_suite.is_file() else lab.points - lab.hidden_points
+
+
+def grader_fault(result: LabResult) -> str:
+    """Why `result` is not a grade but a fault of the grader, or ''."""
+    lab = result.lab
+    if result.exit_code not in GRADED or result.max_score != expected_points(lab):
+        return (f"grader fault: pytest exit {result.exit_code}, {result.max_score:g} points found for "
+                f"{lab.id} whose manifest says {expected_points(lab)}\n{result.problem}")
+    return ""
 
 
 def prepare() -> None:
@@ -126,7 +141,7 @@ class Supervisor:
                 stopped = "oom" if limit and oom else f"crash:{child.returncode}"
             if stopped:
                 self.stopped(stopped)
-            elif self.result.exit_code not in (0, 1):
+            elif self.result.exit_code not in GRADED:
                 stderr.seek(0)
                 self.result.problem = stderr.read().decode(errors="replace")[-3000:]
         return self.result

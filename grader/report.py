@@ -1,11 +1,28 @@
-"""Gradescope's results.json and the plain-text summary a student reads."""
+"""Gradescope's results.json, the plain-text summary and the Markdown feedback a student reads.
+
+Instructor-only (hidden) tests count in every score, but Gradescope shows them only once grades
+are published (`visibility: after_published`), and the Markdown feedback gives only their total.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from grader.runner import LabResult
+from bpflab.labs import load_lab
+from grader.runner import LabResult, TestResult
+
+
+def gradescope_test(test: TestResult, prefix: str = "") -> dict:
+    return {
+        "name": prefix + test.name,
+        "score": test.score,
+        "max_score": test.max_score,
+        "status": "passed" if test.passed else "failed",
+        "output": test.output,
+        "visibility": "after_published" if test.hidden else "visible",
+    }
 
 
 def gradescope(result: LabResult) -> dict:
@@ -14,18 +31,51 @@ def gradescope(result: LabResult) -> dict:
         "score": result.score,
         "max_score": result.max_score,
         "output": result.problem or f"{result.lab.id}: {result.score:g}/{result.max_score:g}",
-        "tests": [
-            {
-                "name": test.name,
-                "score": test.score,
-                "max_score": test.max_score,
-                "status": "passed" if test.passed else "failed",
-                "output": test.output,
-                "visibility": "visible",
-            }
-            for test in result.tests
-        ],
+        "tests": [gradescope_test(test) for test in result.tests],
     }
+
+
+def gradescope_student(results: list[LabResult]) -> dict:
+    """One student's results.json over several labs: tests named `lab: behaviour`."""
+    return {
+        "score": sum(r.score for r in results),
+        "max_score": sum(r.max_score for r in results),
+        "output": "\n".join(f"{r.lab.id}: {r.score:g}/{r.max_score:g}" for r in results),
+        "tests": [gradescope_test(test, f"{r.lab.id}: ") for r in results for test in r.tests],
+    }
+
+
+def feedback(student: str, results: list[LabResult]) -> str:
+    """Markdown feedback for a student: public tests in full, hidden ones as a withheld total."""
+    lines = [f"# Feedback for {student}", ""]
+    for result in results:
+        public = [t for t in result.tests if not t.hidden]
+        hidden = [t for t in result.tests if t.hidden]
+        score, most = sum(t.score for t in public), sum(t.max_score for t in public)
+        lines += [f"## {result.lab.id}: {result.lab.title}", "", f"Public tests: **{score:g}/{most:g}**", ""]
+        if result.problem:
+            lines += ["Nothing could be tested:", "", "```", result.problem, "```", ""]
+        for test in public:
+            mark = "PASS" if test.passed else "FAIL"
+            lines.append(f"- {mark} {test.score:g}/{test.max_score:g}: {test.name}")
+            if test.output and not result.problem:
+                lines += ["", "  ```", *(f"  {line}" for line in test.output.splitlines()), "  ```", ""]
+        if hidden:
+            lines += ["", f"Instructor-only tests: {sum(t.max_score for t in hidden):g} points, "
+                      "shown when grades are published."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def record(result: LabResult) -> dict:
+    """Everything about a lab's grade, for the class outputs and for merging shards."""
+    return {"lab": result.lab.id, "problem": result.problem, "exit_code": result.exit_code,
+            "tests": [asdict(test) for test in result.tests]}
+
+
+def from_record(data: dict, submission: Path) -> LabResult:
+    return LabResult(lab=load_lab(data["lab"]), submission=submission, problem=data["problem"],
+                     exit_code=data["exit_code"], tests=[TestResult(**test) for test in data["tests"]])
 
 
 def write_results(result: LabResult, path: Path) -> None:
