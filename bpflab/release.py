@@ -2,7 +2,8 @@
 
 Built from the one source of truth: starters from the references in bpf/, notebooks with their
 `solution` cells emptied, the handouts, the runtime, the grader with its public suites, and
-the provisioning. References themselves never enter the release.
+the provisioning. References and the grader's hidden suites (grader/tests/hidden) never enter
+the release.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import jupytext
 
-from bpflab.labs import BPF_INCLUDE, NOTEBOOKS_DIR, ROOT, all_labs
+from bpflab.labs import BPF_INCLUDE, HIDDEN_TESTS, NOTEBOOKS_DIR, ROOT, all_labs
 from bpflab.starters import starter_source
 
 # Copied as they are: the runtime, the grader, the machine recipes and the commands.
@@ -21,7 +22,13 @@ SHARED = (
     "Makefile", "Vagrantfile", "requirements.txt", "constraints.txt", "pyproject.toml",
 )
 SOLUTION_TAG = "solution"
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+
+
+def ignored(folder: str, names: list[str]) -> set[str]:
+    """What copytree leaves out: build leftovers, and the instructor-only tests."""
+    hidden = {HIDDEN_TESTS.name} if Path(folder).resolve() == HIDDEN_TESTS.parent else set()
+    return set(UNWANTED(folder, names)) | hidden
 
 
 def student_notebook(source: Path, dest: Path) -> None:
@@ -44,14 +51,14 @@ def build(dest: Path) -> Path:
     for name in SHARED:
         path = ROOT / name
         if path.is_dir():
-            shutil.copytree(path, dest / name, ignore=IGNORED)
+            shutil.copytree(path, dest / name, ignore=ignored)
         elif path.exists():
             shutil.copy2(path, dest / name)
-    shutil.copytree(BPF_INCLUDE, dest / "bpf" / "include", ignore=IGNORED)
+    shutil.copytree(BPF_INCLUDE, dest / "bpf" / "include", ignore=ignored)
     (dest / "notebooks").mkdir()
     for lab in all_labs():
         folder = dest / "labs" / lab.id
-        shutil.copytree(lab.folder, folder, ignore=IGNORED)
+        shutil.copytree(lab.folder, folder, ignore=ignored)
         (folder / lab.program).write_text(starter_source(lab.reference.read_text()))
         notebook = NOTEBOOKS_DIR / f"{lab.notebook}.py"
         if notebook.exists():

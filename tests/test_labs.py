@@ -13,11 +13,12 @@ from bpflab.labs import GRADER_TESTS, NOTEBOOKS_DIR, all_labs, load_lab
 LABS = all_labs()
 
 
-def suite_tests(lab) -> dict[str, int]:
+def suite_tests(lab, suite=None) -> dict[str, int]:
     """The suite's tests and their points (@points(n)), its own and those it imports."""
+    suite = suite or lab.suite
     sys.path.insert(0, str(GRADER_TESTS))  # as pytest does for the suites: shared modules import
     try:
-        spec = importlib.util.spec_from_file_location(lab.suite.stem, lab.suite)
+        spec = importlib.util.spec_from_file_location(suite.stem, suite)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -26,7 +27,7 @@ def suite_tests(lab) -> dict[str, int]:
     for name in dir(module):
         if name.startswith("test_"):
             marks = [m for m in getattr(getattr(module, name), "pytestmark", []) if m.name == "points"]
-            assert len(marks) == 1, f"{lab.suite.name}::{name} needs exactly one @points(n)"
+            assert len(marks) == 1, f"{suite.name}::{name} needs exactly one @points(n)"
             tests[name] = marks[0].args[0]
     return tests
 
@@ -48,7 +49,9 @@ def test_lab_has_every_part(lab):
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.id)
 def test_suite_points_add_up_to_the_manifest(lab):
-    assert sum(suite_tests(lab).values()) == lab.points
+    assert sum(suite_tests(lab).values()) + lab.hidden_points == lab.points
+    hidden = sum(suite_tests(lab, lab.hidden_suite).values()) if lab.hidden_suite.is_file() else 0
+    assert hidden == lab.hidden_points, "hidden_points in lab.toml must be the hidden suite's points"
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.id)

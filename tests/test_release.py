@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from bpflab.labs import all_labs
+from bpflab.labs import HIDDEN_TESTS, all_labs
 from bpflab.release import SOLUTION_TAG, build
 from bpflab.starters import starter_source, telltale_lines
 
@@ -48,3 +49,15 @@ def test_release_has_each_lab(release, lab):
         if SOLUTION_TAG in cell["metadata"].get("tags", []):
             assert "".join(cell["source"]).startswith("# TODO")
             assert not cell.get("outputs")
+
+
+def test_release_has_no_hidden_test(release):
+    hidden = [lab for lab in all_labs() if lab.hidden_suite.is_file()]
+    assert hidden, "some lab must have instructor-only tests for this test to mean something"
+    assert not (release / "grader" / "tests" / HIDDEN_TESTS.name).exists()
+    texts = [lab.hidden_suite.read_text() for lab in hidden]
+    names = {name for text in texts for name in re.findall(r"^def (test_\w+)", text, re.M)}
+    docstrings = set(re.findall(r'^    """(.{20,})"""$', "\n".join(texts), re.M))
+    leaks = [(str(path.relative_to(release)), word) for path, text in release_texts(release)
+             for word in names | docstrings if word in text]
+    assert not leaks, f"hidden tests in the release: {leaks}"

@@ -29,15 +29,30 @@ def lab(request: pytest.FixtureRequest) -> Lab:
     return load_lab(request.module.LAB)
 
 
+@pytest.fixture(scope="session")
+def loaded() -> dict[str, Program | ProgramError]:
+    """Each lab's program, or why it failed, by lab id: a lab's public and hidden suites share it."""
+    programs: dict[str, Program | ProgramError] = {}
+    yield programs
+    for program in programs.values():
+        if isinstance(program, Program):
+            program.close()
+
+
 @pytest.fixture(scope="module")
-def program(request: pytest.FixtureRequest, lab: Lab):
-    """The submission's program, compiled and loaded once for the whole module."""
-    source = Path(request.config.getoption("--submission")) / lab.program
-    if not source.is_file():
-        raise ProgramError("compile", f"The submission has no file called {lab.program}.")
-    loaded: Program = load(source, lab.entry, lab.hook)
-    yield loaded
-    loaded.close()
+def program(request: pytest.FixtureRequest, lab: Lab, loaded: dict[str, Program | ProgramError]) -> Program:
+    """The submission's program, compiled and loaded once per lab, for all its modules."""
+    if lab.id not in loaded:
+        source = Path(request.config.getoption("--submission")) / lab.program
+        try:
+            if not source.is_file():
+                raise ProgramError("compile", f"The submission has no file called {lab.program}.")
+            loaded[lab.id] = load(source, lab.entry, lab.hook)
+        except ProgramError as error:
+            loaded[lab.id] = error
+    if isinstance(loaded[lab.id], ProgramError):
+        raise loaded[lab.id]
+    return loaded[lab.id]
 
 
 @pytest.fixture(scope="module")
