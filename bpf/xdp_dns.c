@@ -19,6 +19,10 @@
 #include "dns.h"
 
 #define MAX_RECORDS 1024 /* record sets (a name and a type) the map holds */
+#define MAX_QUERY_LEN 512 /* UDP bytes of the longest query answered here (RFC 1035's limit) */
+#define MAX_GROWTH  256  /* bytes a query may grow by: XDP_PACKET_HEADROOM */
+#define MAX_KEEP    (54 + 8 + 12 + MAX_NAME_LEN + 4) /* up to the end of an IPv6 question */
+
 
 /* The server's own addresses, at key 0, filled by the loader (bpflab.echo.configure). */
 BPF_ARRAY(server, struct server_addrs, 1);
@@ -27,8 +31,16 @@ BPF_ARRAY(server, struct server_addrs, 1);
  * bpflab.dns_records; the user-space server reads the same file. */
 BPF_HASH(records, struct dns_key, struct dns_rrset, MAX_RECORDS);
 
-/* Answers sent, by kind. Per-CPU, so that no two CPUs race. */
-enum { ANSWERS_A, ANSWERS_AAAA, ANSWER_KINDS };
+/* Where resize() moves the headers through; one per CPU, so that no two CPUs share it. */
+#define SCRATCH_SIZE 256 /* a power of two above MAX_KEEP */
+struct scratch {
+	__u8 bytes[SCRATCH_SIZE];
+};
+BPF_PERCPU_ARRAY(moved, struct scratch, 1);
+
+/* Answers sent, by kind; answers built by moving the head (see resize); queries passed because
+ * the frame had no room at all. Per-CPU, so that no two CPUs race. */
+enum { ANSWERS_A, ANSWERS_AAAA, MOVED_HEAD, NO_ROOM, ANSWER_KINDS };
 BPF_PERCPU_ARRAY(answers, __u64, ANSWER_KINDS);
 
 /* What the query says, gathered before the frame is changed: after bpf_xdp_adjust_tail every
@@ -44,9 +56,8 @@ struct query {
 	struct dns_key key; /* the question's type and lower-cased name: the map key */
 };
 
-static __always_inline void count_answer(__u16 qtype)
+static __always_inline void count_event(__u32 kind)
 {
-	__u32 kind = qtype == DNS_TYPE_A ? ANSWERS_A : ANSWERS_AAAA;
 	__u64 *count = answers.lookup(&kind);
 
 	if (count)
@@ -142,6 +153,8 @@ static __always_inline int check_query(struct cursor *c, struct query *q, int is
 		return -1;
 	if (bpf_ntohs(udp->len) != q->udp_len || q->udp_len < sizeof(*udp) + sizeof(*dns))
 		return -1;
+	if (q->udp_len > MAX_QUERY_LEN)      /* keeps the checksum loop short for the verifier */
+		return -1;
 	if (udp->check == 0) {
 		if (is_v6)
 			return -1;
@@ -191,6 +204,52 @@ static __always_inline int check_query(struct cursor *c, struct query *q, int is
 	return 0;
 	/* STARTER: return -1; */
 	/* END SOLUTION */
+}
+
+/* Make the frame `new_len` bytes long, keeping its first `keep` bytes (headers and question)
+ * where a reply builder expects them. Returns 0, or -1 with the frame unchanged.
+ *
+ * Growing the tail is the simple way, but a frame may have no room after it: on veth the
+ * buffer is the sender's socket buffer, whose spare tail depends on how the allocator rounded
+ * its size. Every XDP buffer has XDP_PACKET_HEADROOM (256) bytes in front, though. So if the
+ * tail cannot grow, grow the head instead and move the kept bytes to the new start: the room
+ * opens up behind them, where the answers go. */
+static __always_inline int resize(struct xdp_md *ctx, __u32 new_len, __u32 keep)
+{
+	int delta = (int)new_len - (int)bpf_xdp_get_buff_len(ctx);
+	struct scratch *scratch;
+	__u32 grow, zero = 0;
+
+	if (delta < -2 * MAX_CSUM_WORDS)
+		return -1;
+	if (bpf_xdp_adjust_tail(ctx, delta) == 0)
+		return 0;
+	if (delta <= 0)
+		return -1;
+	grow = delta;
+	if (grow > MAX_GROWTH || bpf_xdp_adjust_head(ctx, -(int)grow)) {
+		count_event(NO_ROOM);
+		return -1;
+	}
+	/* Two helper calls move the kept bytes (a loop would be too many branches for the
+	 * verifier on top of the checksum loops): copy them out to a scratch buffer, then back
+	 * in at the new start. The buffer is a map value: 208 bytes on the 512-byte stack
+	 * would not fit beside the rest. */
+	scratch = moved.lookup(&zero);
+	if (!scratch || keep > MAX_KEEP)
+		return -1;
+	/* The check bounds some copy of `keep`, maybe not the register passed to the helpers.
+	 * A mask, which clang cannot drop after barrier_var, bounds that one for the verifier;
+	 * it changes nothing since keep <= MAX_KEEP < SCRATCH_SIZE. */
+	barrier_var(keep);
+	keep &= SCRATCH_SIZE - 1;
+	if (keep == 0)
+		return -1;
+	if (bpf_xdp_load_bytes(ctx, grow, scratch->bytes, keep) ||
+	    bpf_xdp_store_bytes(ctx, 0, scratch->bytes, keep))
+		return -1;                   /* cannot happen: keep < new_len */
+	count_event(MOVED_HEAD);
+	return 0;
 }
 
 /* Append one answer per address after the question, `rdlen` bytes of address each.
@@ -248,7 +307,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct query *q, struct dn
 	/* At most 12 + 128 + 4 + 8 * 28 + 11 = 379 bytes: under the 512 that DNS over UDP
 	 * allows without EDNS, so the answer never needs the TC bit. */
 	udp_len = sizeof(*udp) + dns_len;
-	if (bpf_xdp_adjust_tail(ctx, (int)(q->l4_off + udp_len) - (int)bpf_xdp_get_buff_len(ctx)))
+	if (resize(ctx, q->l4_off + udp_len, q->l4_off + sizeof(*udp) + sizeof(*dns) + name_len + 4))
 		return XDP_PASS;             /* no room: nothing was changed yet */
 
 	data = (void *)(long)ctx->data;
@@ -329,7 +388,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct query *q, struct dn
 	check = ~csum_fold16(sum);
 	udp->check = check ? check : 0xffff;
 
-	count_answer(q->key.qtype);
+	count_event(q->key.qtype == DNS_TYPE_A ? ANSWERS_A : ANSWERS_AAAA);
 	return XDP_TX;
 	/* STARTER: return XDP_PASS; */
 	/* END SOLUTION */

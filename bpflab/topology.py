@@ -10,6 +10,7 @@
 Why the client's veth carries an XDP_PASS program: a frame sent back with XDP_TX on a veth is
 delivered through the peer's XDP receive path, which exists only while the peer has an XDP
 program. Without one the server counts the frame as sent and the client never sees it.
+Checksum offload is off on both ends, so that frames carry complete checksums as on a wire.
 
 Every object is named after the process that made it (`bpflab-<pid>-<n>-client`), so a later
 run can tell what a killed run left behind (its pid is gone) and remove it. Deleting a netns
@@ -195,6 +196,11 @@ class Topology:
                 # Fixed MACs: each topology is its own link, so they never clash, and unit
                 # tests' frames (bpflab.packets) carry the same ones as real traffic.
                 ns.link("set", index=index, address=side.mac, state="up")
+            # veth "offloads" checksums: a UDP datagram crosses it with only the pseudo-header
+            # summed, and the receiving kernel trusts it. XDP sees those bytes, so a server that
+            # verifies checksums (the DNS lab's) would pass every query. Real NICs put complete
+            # checksums on the wire; with transmit offload off, veth does too.
+            run_in(side.netns, ["ethtool", "--offload", side.ifname, "tx", "off"]).check_returncode()
         # Static neighbours: no ARP or neighbour discovery traffic to confuse counts.
         for side, peer in ((self.client, self.server), (self.server, self.client)):
             with existing_netns(side.netns) as ns:
