@@ -126,9 +126,11 @@ class Supervisor:
             child = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=stderr, pass_fds=(write_fd,), start_new_session=True)
             os.close(write_fd)
-            stopped = ""
+            stopped = "interrupted"  # unless `follow` returns: Ctrl-C, or a fault of this process
             try:
                 stopped = self.follow(read_fd, child)
+            except KeyboardInterrupt:
+                pass
             finally:
                 os.close(read_fd)
                 self.end(child, graceful=stopped == "interrupted")

@@ -11,7 +11,8 @@ import time
 from pyroute2 import netns
 
 from bpflab.labs import ROOT
-from bpflab.topology import Topology, cleanup_stale, run_in
+from bpflab.topology import Topology, cleanup_stale, pid_alive, run_in
+from tests.conftest import grading_child
 
 HOLD = """
 import time
@@ -113,19 +114,25 @@ LONG_GRADE = [sys.executable, "-m", "grader", "grade", "bpf", "--lab", "xdp-icmp
 
 def test_ctrl_c_in_a_graded_run_leaves_nothing():
     grader = spawn(LONG_GRADE)
-    wait_for_namespaces(grader.pid)
+    child = grading_child(grader.pid)  # the graded run, and so its namespaces, live there
+    wait_for_namespaces(child)
     grader.send_signal(signal.SIGINT)
     assert grader.wait(60) == 130, grader.stderr.read()
-    assert namespaces_of(grader.pid) == []
+    assert namespaces_of(child) == []
 
 
 def test_a_killed_grader_is_cleaned_up_by_the_next_run():
     grader = spawn(LONG_GRADE)
-    wait_for_namespaces(grader.pid)
-    grader.kill()
+    child = grading_child(grader.pid)
+    wait_for_namespaces(child)
+    grader.kill()  # and the child with it (PR_SET_PDEATHSIG): a hanging program cannot outlive it
     grader.wait(30)
-    assert namespaces_of(grader.pid), "kill -9 should have left the namespaces for the next run"
+    deadline = time.monotonic() + 30
+    while pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child), "the graded run outlived its grader"
+    assert namespaces_of(child), "kill -9 should have left the namespaces for the next run"
     again = subprocess.run([sys.executable, "-m", "grader", "grade", "bpf", "--lab", "hello-xdp"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert "Score: 10/10" in again.stdout
-    assert namespaces_of(grader.pid) == []
+    assert namespaces_of(child) == []

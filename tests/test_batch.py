@@ -1,0 +1,144 @@
+"""The batch grader on a hostile class: every trick scored with its reason, nothing left behind.
+
+One batch grades the whole hostile set (tests/hostile.py) through the real CLI: real BCC, real
+kernel, real veth pairs. The tests then read what it wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bpflab.labs import ROOT, load_lab
+from grader import cgroup
+from tests.conftest import grading_child
+from tests.hostile import CANARY_ENV, CASES, COMPILE_LIMIT, LAB, make_hostile_class
+from tests.test_topology import wait_for_namespaces
+
+XDP_ICMP = load_lab("xdp-icmp")
+REFERENCE_STUDENT = "reference-with-cheating-conftest"
+
+
+def batch(submissions: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader", "batch", str(submissions), "--out", str(out),
+                           "--jobs", "2", *options], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def our_cgroups() -> list[Path]:
+    """Memory cgroups this test run's graders made (their names carry the grader's pid)."""
+    parents = [p for p in (cgroup.v1_parent(), cgroup.v2_parent()) if p is not None and p.is_dir()]
+    return [path for parent in parents for path in parent.glob("bpflab-grade-*")
+            if cgroup.NAME.match(path.name) and not cgroup.pid_alive(int(cgroup.NAME.match(path.name)[1]))]
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("class")
+    canary = root / "canary"
+    os.environ[CANARY_ENV] = str(canary)
+    try:
+        make_hostile_class(root / "submissions")
+    finally:
+        del os.environ[CANARY_ENV]
+    # The reference student also hands in xdp-icmp: the lab with an instructor-only test.
+    (root / "submissions" / REFERENCE_STUDENT / "submission" / XDP_ICMP.program).write_text(
+        XDP_ICMP.reference.read_text())
+    done = batch(root / "submissions", root / "out", "--labs", LAB.id, XDP_ICMP.id,
+                 "--compile-limit", str(COMPILE_LIMIT))
+    return root, done
+
+
+def grades_of(out: Path, student: str) -> dict:
+    return {lab["lab"]: lab for lab in json.loads((out / student / "grades.json").read_text())["labs"]}
+
+
+def test_the_batch_grades_everyone(graded):
+    root, done = graded
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "grading: 100%" in done.stderr  # the progress bar
+    with (root / "out" / "gradebook.csv").open() as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(CASES)
+    assert rows[REFERENCE_STUDENT][XDP_ICMP.id] == str(XDP_ICMP.points)
+    assert rows["compile-error"][XDP_ICMP.id] == ""  # not handed in: not graded
+    assert not (root / "canary").exists(), "the student's conftest.py was loaded"
+    assert not our_cgroups()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_hostile_case_gets_its_score_and_reason(graded, name):
+    root, _ = graded
+    case = CASES[name]
+    labs = grades_of(root / "out", name)
+    lab = labs[LAB.id]
+    assert sum(t["score"] for t in lab["tests"]) == case.score
+    said = lab["problem"] + "\n".join(t["output"] for t in lab["tests"])
+    assert case.says in said, said
+    results = json.loads((root / "out" / name / "results.json").read_text())
+    assert results["score"] == sum(t["score"] for graded_lab in labs.values() for t in graded_lab["tests"])
+    assert case.says in (root / "out" / name / "feedback.md").read_text()
+
+
+def test_compiler_messages_quote_nothing_outside_the_submission(graded):
+    root, _ = graded
+    for name in CASES:
+        text = (root / "out" / name / "results.json").read_text()
+        assert "root:x:0:0" not in text and "/usr/src" not in text and "from pathlib" not in text
+
+
+def test_hidden_tests_count_but_stay_hidden_from_students(graded):
+    root, _ = graded
+    out = root / "out" / REFERENCE_STUDENT
+    hidden = [t for t in grades_of(root / "out", REFERENCE_STUDENT)[XDP_ICMP.id]["tests"] if t["hidden"]]
+    assert hidden and sum(t["max_score"] for t in hidden) == XDP_ICMP.hidden_points
+    results = json.loads((out / "results.json").read_text())
+    shown = {t["name"].split(": ", 1)[1]: t["visibility"] for t in results["tests"]}
+    assert all(shown[t["name"]] == "after_published" for t in hidden)
+    assert list(shown.values()).count("visible") == len(shown) - len(hidden)
+    feedback = (out / "feedback.md").read_text()
+    assert not any(t["name"] in feedback for t in hidden)
+    assert f"Instructor-only tests: {XDP_ICMP.hidden_points} points" in feedback
+
+
+def test_class_outputs(graded):
+    root, _ = graded
+    junit = ET.parse(root / "out" / "junit.xml").getroot()
+    suites = {suite.get("name") for suite in junit}
+    assert f"{REFERENCE_STUDENT}/{XDP_ICMP.id}" in suites and f"huge-map/{LAB.id}" in suites
+    assert (root / "out" / "summary.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    (folder / LAB.program).write_text(LAB.reference.read_text())
+    results = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "grader", "grade", str(folder), "--lab", LAB.id,
+                           "--time-limit", "5", "--results", str(results)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(results.read_text())
+    assert data["score"] < LAB.points
+    assert any("went past its time limit of 5 s" in t["output"] for t in data["tests"]), done.stdout
+
+
+def test_ctrl_c_stops_a_batch_and_leaves_nothing(tmp_path):
+    for student in ("ann", "ben", "cid"):
+        (tmp_path / "class" / student).mkdir(parents=True)
+        (tmp_path / "class" / student / LAB.program).write_text(LAB.reference.read_text())
+    grader = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(tmp_path / "class"), "--out",
+                               str(tmp_path / "out"), "--labs", LAB.id, "--jobs", "2"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_namespaces(grading_child(grader.pid))
+    grader.send_signal(signal.SIGINT)
+    assert grader.wait(90) == 130, grader.stderr.read()[-2000:]
+    assert not our_cgroups()
