@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                        help="graders at once (default: the cores)")
     add_limits(batch)
+    split = commands.add_parser("shard", help="split a class into folders of whole students, for a fleet")
+    split.add_argument("submissions", type=Path)
+    split.add_argument("--shards", type=int, required=True)
+    split.add_argument("--out", type=Path, required=True, help="gets one folder per shard: 0, 1, ...")
     merge = commands.add_parser("merge", help="merge the results folders of sharded batches")
     merge.add_argument("shards", type=Path, nargs="+", help="results folders of `batch` runs")
     merge.add_argument("--out", type=Path, required=True)
@@ -49,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as exc:
             parser.error(str(exc.args[0]))
         return batches.run(args.submissions, args.out, labs, max(args.jobs, 1), limits(args))
+    if args.command == "shard":
+        from grader.batch import shard
+
+        for folder in shard(args.submissions, args.shards, args.out):
+            print(folder)
+        return 0
     if args.command == "merge":
         from grader.batch import merge as merge_shards
 

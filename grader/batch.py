@@ -126,6 +126,19 @@ def write_timings(path: Path, timings: list[tuple[str, str, float]]) -> None:
         writer.writerows((s, lab, f"{t:.2f}") for s, lab, t in sorted(timings))
 
 
+def shard(submissions: Path, count: int, out: Path) -> list[Path]:
+    """Split a class into `count` folders of whole students (dealt in name order), for a fleet.
+
+    Symlinks are copied as symlinks: a hostile one is still refused on the grading host.
+    """
+    shards = [out / str(i) for i in range(count)]
+    for folder in shards:
+        folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(students(submissions)):
+        shutil.copytree(submissions / name, shards[i % count] / name, symlinks=True)
+    return shards
+
+
 def merge(shards: list[Path], out: Path) -> int:
     """Gather the students of several batches' RESULTS folders into `out`, then write the class
     outputs again from all of them: the gradebook of a sharded class equals a single batch's."""
