@@ -103,7 +103,8 @@ def render(query_wire: bytes, authority: Authority, limit: int | None) -> tuple[
     if limit is not None:
         limit = max(PLAIN_UDP_LIMIT, query.payload if query.edns >= 0 else PLAIN_UDP_LIMIT)
     try:
-        wire = response.to_wire(max_size=limit or 65535)
+        # In the records' order, as the fast path sends them (and NSD): no shuffling.
+        wire = response.to_wire(max_size=limit or 65535, want_shuffle=False)
     except dns.exception.TooBig:
         response.answer.clear()
         response.authority.clear()

@@ -18,7 +18,14 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Padding, raw
 
-from bpflab.packets import SERVER_IPV4, SERVER_IPV6, SERVER_MAC, fix_checksums, internet_checksum
+from bpflab.packets import (
+    SERVER_IPV4,
+    SERVER_IPV6,
+    SERVER_MAC,
+    fix_checksums,
+    internet_checksum,
+    ipv4_source_ok,
+)
 
 REPLY_TTL = 64
 REPLIES_V4, REPLIES_V6 = 0, 1
@@ -60,7 +67,7 @@ def _ipv4_request(frame: bytes, ipv4: str) -> bool:
         return False
     total = int.from_bytes(header[2:4], "big")
     source = ipaddress.IPv4Address(header[12:16])
-    if header[16:20] != socket.inet_aton(ipv4) or not _ipv4_source_ok(source):
+    if header[16:20] != socket.inet_aton(ipv4) or not ipv4_source_ok(source):
         return False
     if int.from_bytes(header[6:8], "big") & (IP_MF | IP_OFFSET):
         return False
@@ -68,11 +75,6 @@ def _ipv4_request(frame: bytes, ipv4: str) -> bool:
         return False
     message = frame[34 : 14 + total]
     return message[0] == 8 and message[1] == 0 and _internet_checksum_ok(message)
-
-
-def _ipv4_source_ok(source: ipaddress.IPv4Address) -> bool:
-    return not (source.is_unspecified or source.is_loopback or source.is_multicast
-                or source == ipaddress.IPv4Address("255.255.255.255"))
 
 
 def _ipv6_request(frame: bytes, ipv6: str) -> bool:

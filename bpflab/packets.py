@@ -6,6 +6,7 @@ MACs and the topology's addresses; over the veth, the topology's real MACs are u
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -71,6 +72,12 @@ def describe(frame: bytes) -> str:
     return f"{Ether(frame).summary()} ({len(frame)} bytes)"
 
 
+def ipv4_source_ok(source: ipaddress.IPv4Address) -> bool:
+    """Would the kernel accept this source (not 0.0.0.0, loopback, multicast, broadcast)?"""
+    return not (source.is_unspecified or source.is_loopback or source.is_multicast
+                or source == ipaddress.IPv4Address("255.255.255.255"))
+
+
 def internet_checksum(data: bytes) -> int:
     """RFC 1071 checksum of `data` (odd length padded with a zero byte)."""
     if len(data) % 2:
@@ -82,7 +89,7 @@ def internet_checksum(data: bytes) -> int:
 
 
 def fix_checksums(frame: bytearray) -> None:
-    """Recompute the IPv4 header and ICMP/ICMPv6 checksums, where the frame has them."""
+    """Recompute the IPv4 header and ICMP/ICMPv6/UDP checksums, where the frame has them."""
     ethertype = int.from_bytes(frame[12:14], "big")
     if ethertype == IPV4 and len(frame) >= 34 and frame[14] == 0x45:
         frame[24:26] = b"\0\0"
@@ -91,9 +98,24 @@ def fix_checksums(frame: bytearray) -> None:
         if frame[23] == 1 and 36 <= end <= len(frame):
             frame[36:38] = b"\0\0"
             frame[36:38] = internet_checksum(bytes(frame[34:end])).to_bytes(2, "big")
-    elif ethertype == IPV6 and len(frame) >= 58 and frame[20] == 58:
+        elif frame[23] == 17 and 42 <= end <= len(frame):
+            _fix_udp(frame, 34, end, bytes(frame[26:34]))
+    elif ethertype == IPV6 and len(frame) >= 58 and frame[20] in (17, 58):
         end = 54 + int.from_bytes(frame[18:20], "big")
-        if end <= len(frame):
+        if frame[20] == 17 and 62 <= end <= len(frame):
+            _fix_udp(frame, 54, end, bytes(frame[22:54]))
+        elif frame[20] == 58 and end <= len(frame):
             frame[56:58] = b"\0\0"
             pseudo = bytes(frame[22:54]) + (end - 54).to_bytes(4, "big") + bytes([0, 0, 0, 58])
             frame[56:58] = internet_checksum(pseudo + bytes(frame[54:end])).to_bytes(2, "big")
+
+
+def udp_checksum(addresses: bytes, datagram: bytes) -> int:
+    """The UDP checksum of `datagram` (its checksum field zeroed) between `addresses`
+    (source and destination, concatenated); 0 is sent as 0xffff."""
+    pseudo = addresses + bytes([0, 17]) + len(datagram).to_bytes(2, "big")
+    return internet_checksum(pseudo + datagram[:6] + b"\0\0" + datagram[8:]) or 0xFFFF
+
+
+def _fix_udp(frame: bytearray, start: int, end: int, addresses: bytes) -> None:
+    frame[start + 6 : start + 8] = udp_checksum(addresses, bytes(frame[start:end])).to_bytes(2, "big")

@@ -1,0 +1,318 @@
+"""Lab xdp-dns: an authoritative DNS fast path at XDP, with a user-space server behind it.
+
+Unit layer: BPF_PROG_TEST_RUN on crafted queries, answers compared byte for byte with
+dnspython's rendering (bpflab.dns_answers). Network layer: dig and dnspython from the client
+namespace, with the user-space server running in the server namespace, so that what the
+program passes is still answered. Fuzzing: 100,000 frames, none answered wrongly. Every
+pass-through test first checks that the program answers a plain query: passing everything is
+what the starter does, and it earns nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rcode
+import pytest
+
+from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, testrun
+from bpflab.dns_answers import expected_answer, query_frame, same_answer
+from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, truncations
+from bpflab.programs import XDP_VERDICTS, Program
+from bpflab.topology import Topology, in_netns, run_in
+from grader.checks import expect, fail, points
+
+LAB = "xdp-dns"
+XDP_PASS, XDP_TX = 2, 3
+FUZZ_FRAMES = 100_000
+FUZZ_SEED = 2026
+ZONE = "lab.example."
+
+
+@pytest.fixture(scope="module")
+def records() -> dns_records.Records:
+    return dns_records.load()
+
+
+@pytest.fixture(scope="module")
+def server(program: Program, records: dns_records.Records) -> Program:
+    """The program, told its addresses and given the records."""
+    echo.configure(program, SERVER_IPV4, SERVER_IPV6)
+    dns_answers.load_map(program, records)
+    return program
+
+
+def run(server: Program, frame: bytes):
+    return testrun.run(server.fd, frame)
+
+
+def expect_answer(server: Program, records, frame: bytes, what: str) -> None:
+    """The program must answer `frame` exactly as dnspython renders the answer."""
+    want = expected_answer(frame, records)
+    assert want is not None, f"the suite's own query is wrong: {what}"
+    result = run(server, frame)
+    expect(result.verdict == XDP_TX,
+           f"Sent {what}.\nThe program returned {XDP_VERDICTS.get(result.verdict, result.verdict)}; "
+           "a query for a name in the records must be answered (XDP_TX).")
+    if not same_answer(result.packet, want):
+        fail(f"Sent {what}.\nAnswered: {describe(result.packet)}\nExpected: {describe(want)}\n"
+             f"{dns_answers.first_difference(result.packet, want)}\n"
+             f"Expected DNS answer:\n{dns_answers.message_of(want)}")
+
+
+def expect_pass(server: Program, frame: bytes, what: str) -> None:
+    """The program must pass `frame` on, byte for byte as it came."""
+    result = run(server, frame)
+    expect(result.verdict == XDP_PASS and result.packet == frame,
+           f"Sent {what}: {describe(frame)}\nThe program returned "
+           f"{XDP_VERDICTS.get(result.verdict, result.verdict)}"
+           f"{'' if result.packet == frame else ' and changed the frame'}; it must pass it to the "
+           "kernel untouched (XDP_PASS), where the user-space server answers it.")
+
+
+def expect_serves(server: Program, records) -> None:
+    expect_answer(server, records, query_frame("www.lab.example", "A"), "a plain A query for www.lab.example")
+
+
+# -- unit layer: answers -------------------------------------------------------------------
+
+@points(3)
+def test_answers_an_a_query(server, records):
+    expect_answer(server, records, query_frame("www.lab.example", "A"), "an A query for www.lab.example")
+    expect_answer(server, records, query_frame("lab.example", "A", qid=7, flags=0),
+                  "an A query for the zone's apex, RD clear")
+
+
+@points(2)
+def test_answers_aaaa_queries_over_ipv6(server, records):
+    expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True),
+                  "an AAAA query over IPv6")
+    expect_answer(server, records, query_frame("v6only.lab.example", "AAAA"), "an AAAA query over IPv4")
+
+
+@points(2)
+def test_names_match_in_any_case_and_keep_theirs(server, records):
+    for name in ("WWW.LAB.EXAMPLE", "wWw.LaB.eXaMpLe", "A.Deep.NAME.in.THE.lab.example"):
+        expect_answer(server, records, query_frame(name, "A"),
+                      f"an A query for {name} (DNS names match in any case; the question is echoed as sent)")
+
+
+@points(2)
+def test_every_address_of_a_name(server, records):
+    expect_answer(server, records, query_frame("many.lab.example", "A"), "an A query for a name with 8 addresses")
+    expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True, flags=0x0110),
+                  "an AAAA query for a name with 2 addresses, RD and CD set")
+
+
+@points(2)
+def test_edns_queries_get_an_opt_record(server, records):
+    cookie = dns.edns.GenericOption(10, b"clientck")
+    expect_answer(server, records, query_frame("www.lab.example", "A", edns=4096),
+                  "an A query with EDNS0 (UDP size 4096)")
+    expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True, edns=1232, do=True,
+                                               options=(cookie,)),
+                  "an AAAA query with EDNS0, the DO bit and a cookie option (DO is copied, options are not)")
+
+
+@points(2)
+def test_udp_checksums_are_right(server, records):
+    for frame, what in ((query_frame("www.lab.example", "A"), "over IPv4"),
+                        (query_frame("many.lab.example", "A", ipv6=True, edns=1232), "over IPv6")):
+        result = run(server, frame)
+        expect(result.verdict == XDP_TX, f"A query {what} was not answered.")
+        expect(dns_answers.udp_checksum_ok(result.packet),
+               f"The answer {what} has a wrong UDP checksum: the client's kernel drops it. "
+               "It covers a pseudo-header (both addresses, protocol 17, the UDP length) and the whole "
+               "datagram, with the checksum field taken as 0.")
+
+
+# -- unit layer: what must be passed -------------------------------------------------------
+
+@points(1)
+def test_names_and_types_it_does_not_hold_pass(server, records):
+    expect_serves(server, records)
+    expect_pass(server, query_frame("nope.lab.example", "A"), "an A query for a name not in the records")
+    expect_pass(server, query_frame("mail.lab.example", "AAAA"), "an AAAA query for a name with only an A record")
+    expect_pass(server, query_frame("www.lab.example", "MX"), "an MX query")
+    expect_pass(server, query_frame("www.lab.example", "ANY"), "an ANY query")
+    chaos = bytearray(query_frame("www.lab.example", "A"))
+    chaos[-1] = 3  # QCLASS CH
+    fix_checksums(chaos)
+    expect_pass(server, bytes(chaos), "an A query in class CH")
+
+
+@points(2)
+def test_responses_are_never_answered(server, records):
+    expect_serves(server, records)
+    expect_pass(server, query_frame("www.lab.example", "A", flags=dns.flags.QR | dns.flags.RD),
+                "a DNS response (QR=1) for www.lab.example: answering responses makes loops")
+
+
+@points(1)
+def test_other_opcodes_and_counts_pass(server, records):
+    expect_serves(server, records)
+    notify = dns.message.make_query("www.lab.example", "A")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    expect_pass(server, dns_answers.wrap(notify.to_wire()), "a NOTIFY (opcode 4)")
+    two = dns.message.make_query("www.lab.example", "A")
+    two.question.append(dns.message.make_query("mail.lab.example", "A").question[0])
+    expect_pass(server, dns_answers.wrap(two.to_wire()), "a query with two questions")
+    truncated_flag = query_frame("www.lab.example", "A", flags=dns.flags.TC)
+    expect_pass(server, truncated_flag, "a query with the TC bit set")
+
+
+@points(1)
+def test_compression_pointers_and_long_names_pass(server, records):
+    expect_serves(server, records)
+    header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+    pointer = header + b"\x03www\xc0\x0c" + struct.pack("!HH", 1, 1)
+    expect_pass(server, dns_answers.wrap(pointer), "a question whose name ends in a compression pointer")
+    long_name = ".".join(["a" * 60] * 3) + ".lab.example"
+    expect_pass(server, query_frame(long_name, "A"), "a name longer than the map's key (128 bytes)")
+
+
+@points(2)
+def test_damaged_queries_pass(server, records):
+    expect_serves(server, records)
+    good = query_frame("www.lab.example", "A")
+    bad_udp = bytearray(good)
+    bad_udp[40] ^= 0xFF
+    expect_pass(server, bytes(bad_udp), "a query with a wrong UDP checksum")
+    bad_ip = bytearray(good)
+    bad_ip[24] ^= 0xFF
+    expect_pass(server, bytes(bad_ip), "a query with a wrong IP header checksum")
+    no_csum_v6 = bytearray(query_frame("www.lab.example", "A", ipv6=True))
+    no_csum_v6[60:62] = b"\0\0"
+    expect_pass(server, bytes(no_csum_v6), "a UDP query over IPv6 without a checksum (not allowed)")
+    trailing = bytearray(dns_answers.wrap(dns.message.make_query("www.lab.example", "A", use_edns=False).to_wire()
+                                          + b"junk"))
+    expect_pass(server, bytes(trailing), "a query with bytes after its question")
+    for cut in truncations(good, shortest=14):
+        expect_pass(server, cut, f"a query cut to {len(cut)} bytes")
+
+
+@points(1)
+def test_other_ports_and_tcp_pass(server, records):
+    expect_serves(server, records)
+    message = dns.message.make_query("www.lab.example", "A").to_wire()
+    expect_pass(server, dns_answers.wrap(message, dport=5353), "an A query to UDP port 5353")
+    tcp = bytearray(dns_answers.wrap(message))
+    tcp[23] = 6  # protocol TCP: not a UDP datagram any more
+    fix_checksums(tcp)
+    expect_pass(server, bytes(tcp), "an IPv4 packet with protocol TCP carrying a query")
+
+
+# -- network layer ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def service(server: Program, topology: Topology, attached: Program, tmp_path_factory):
+    """The program on the server's veth, and the user-space server behind it."""
+    log = Path(tmp_path_factory.mktemp("dns")) / "user-space-server.log"
+    with dns_server.start(topology.server.netns, log, addresses=(SERVER_IPV4, SERVER_IPV6)) as userspace:
+        yield userspace
+
+
+def dig(topology: Topology, *args: str) -> str:
+    done = run_in(topology.client.netns, ["dig", "+tries=1", "+time=2", *args])
+    return done.stdout
+
+
+def ask(topology: Topology, name: str, rtype: str, server: str = SERVER_IPV4, tcp: bool = False,
+        **kw) -> dns.message.Message:
+    query = dns.message.make_query(name, rtype, **kw)
+    with in_netns(topology.client.netns):
+        if tcp:
+            return dns.query.tcp(query, server, timeout=2)
+        return dns.query.udp(query, server, timeout=2)
+
+
+def answered_by_xdp(server: Program, before: dict[int, int]) -> int:
+    now = dns_answers.answers(server)
+    return sum(now.get(k, 0) - before.get(k, 0) for k in (dns_answers.ANSWERS_A, dns_answers.ANSWERS_AAAA))
+
+
+@points(3)
+def test_dig_is_answered_by_xdp(server, topology, service):
+    before = dns_answers.answers(server)
+    lines_before = len(service.output().splitlines())
+    output = dig(topology, f"@{SERVER_IPV4}", "www.lab.example", "A")
+    expect("status: NOERROR" in output and "192.0.2.80" in output and "192.0.2.81" in output,
+           f"dig www.lab.example A got no right answer:\n{output}")
+    expect(" aa" in output.split("flags:")[1].split(";")[0], f"The answer is not authoritative (AA):\n{output}")
+    expect(answered_by_xdp(server, before) == 1,
+           "dig was answered, but not by the program (its `answers` counter did not move).")
+    logged = service.output().splitlines()[lines_before:]
+    expect(not logged, f"The user-space server got the query too: {logged}")
+
+
+@points(2)
+def test_dnspython_over_ipv6_with_and_without_edns(server, topology, service):
+    before = dns_answers.answers(server)
+    for kw in ({"use_edns": False}, {"use_edns": 0, "payload": 1232, "want_dnssec": True}):
+        reply = ask(topology, "www.lab.example", "AAAA", server=SERVER_IPV6, **kw)
+        addresses = [r.address for rrset in reply.answer for r in rrset]
+        expect(addresses == ["2001:db8::80", "2001:db8::81"] and reply.flags & dns.flags.AA,
+               f"AAAA www.lab.example over IPv6 ({kw}) got:\n{reply}")
+        expect((reply.edns >= 0) == (kw["use_edns"] is not False),
+               f"The answer's EDNS does not match the query's ({kw}):\n{reply}")
+    expect(answered_by_xdp(server, before) == 2, "The answers did not come from the program.")
+
+
+@points(1)
+def test_mixed_case_over_the_network(server, topology, service):
+    before = dns_answers.answers(server)
+    output = dig(topology, f"@{SERVER_IPV4}", "MaNy.LaB.ExAmPlE", "A", "+noedns")
+    expect(output.count("192.0.2.10") == 8 and "MaNy.LaB.ExAmPlE." in output,
+           f"dig MaNy.LaB.ExAmPlE A (8 addresses, case kept) got:\n{output}")
+    expect(answered_by_xdp(server, before) == 1, "The answer did not come from the program.")
+
+
+@points(2)
+def test_what_xdp_passes_reaches_the_user_space_server(server, topology, service):
+    before = dns_answers.answers(server)
+    nx = ask(topology, "nope.lab.example", "A")
+    expect(nx.rcode() == dns.rcode.NXDOMAIN, f"nope.lab.example A: expected NXDOMAIN from user space:\n{nx}")
+    nodata = ask(topology, "www.lab.example", "MX")
+    expect(nodata.rcode() == dns.rcode.NOERROR and not nodata.answer, f"www MX: expected NODATA:\n{nodata}")
+    tcp = ask(topology, "www.lab.example", "A", tcp=True)
+    expect([r.address for rrset in tcp.answer for r in rrset] == ["192.0.2.80", "192.0.2.81"],
+           f"www A over TCP (user space):\n{tcp}")
+    expect(answered_by_xdp(server, before) == 0, "The program answered a query it must pass.")
+    expect(len([line for line in service.output().splitlines() if "lab.example" in line]) >= 3,
+           f"The user-space server did not log the passed queries:\n{service.output()}")
+
+
+# -- fuzzing ---------------------------------------------------------------------------------
+
+def fuzz_seeds() -> list[bytes]:
+    cookie = dns.edns.GenericOption(10, b"clientck")
+    return [
+        query_frame("www.lab.example", "A"), query_frame("WwW.lab.EXAMPLE", "AAAA", ipv6=True),
+        query_frame("many.lab.example", "A", edns=4096, do=True, options=(cookie,)),
+        query_frame("nope.lab.example", "A"), query_frame("lab.example", "AAAA", edns=512),
+    ]
+
+
+@points(3)
+def test_fuzzed_frames_get_no_wrong_answer(server, records):
+    expect_serves(server, records)
+    answered = 0
+    for frame in fuzz.frames(fuzz_seeds(), FUZZ_FRAMES, seed=FUZZ_SEED):
+        want = expected_answer(frame, records)
+        result = run(server, frame)
+        if want is None:
+            expect(result.verdict == XDP_PASS and result.packet == frame,
+                   f"Fuzzing: a frame that must be passed untouched was not: {describe(frame)} "
+                   f"(verdict {XDP_VERDICTS.get(result.verdict, result.verdict)}); bytes: {frame.hex()}")
+        else:
+            answered += 1
+            expect(result.verdict == XDP_TX and same_answer(result.packet, want)
+                   and dns_answers.udp_checksum_ok(result.packet),
+                   f"Fuzzing: a valid query got a wrong answer or none: {describe(frame)}; bytes: {frame.hex()}")
+    expect(answered > 0, "Fuzzing made no valid query: the suite is broken.")
