@@ -1,4 +1,5 @@
-"""python -m bpflab: the course runtime's commands (doctor, lab, cleanup, release, starter)."""
+"""python -m bpflab: the course runtime's commands (doctor, lab, cleanup, release, starter, vm-smoke,
+dns-records)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("dest", type=Path)
     starter = commands.add_parser("starter", help="print the starter of a lab's program")
     starter.add_argument("lab")
+    smoke = commands.add_parser("vm-smoke", help="ping the XDP echo on a QEMU guest's virtio NIC")
+    smoke.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    records = commands.add_parser("dns-records", help="list or change the DNS lab's records, live")
+    records.add_argument("action", choices=("list", "load", "add", "del"))
+    records.add_argument("name", nargs="?", help="a name in the zone (www, @, x.lab.example.)")
+    records.add_argument("type", nargs="?", help="A or AAAA")
+    records.add_argument("addresses", nargs="*", help="addresses to add, or the one to delete")
+    records.add_argument("--file", type=Path, help="records file (default: labs/xdp-dns/records.yaml)")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -41,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"student release built in {build(args.dest)}")
         return 0
+    if args.command == "vm-smoke":
+        from bpflab.vmsmoke import main as vm_smoke
+
+        return vm_smoke(args.accel)
+    if args.command == "dns-records":
+        from bpflab.dns_records import DEFAULT_RECORDS
+        from bpflab.dns_service import records_command
+
+        return records_command(args.file or DEFAULT_RECORDS, args.action, args.name, args.type,
+                               args.addresses)
     from bpflab.labs import load_lab
     from bpflab.starters import starter_source
 

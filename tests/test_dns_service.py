@@ -1,0 +1,93 @@
+"""The DNS service as a whole: records changed live by the CLI reach the XDP map and the
+user-space server alike; bad changes change nothing; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from bpflab import dns_answers, dns_records
+from bpflab.dns_service import RUN_DIR, DnsService, registrations
+from bpflab.labs import ROOT, load_lab
+from bpflab.programs import load
+from bpflab.topology import Topology, in_netns
+
+
+@pytest.fixture
+def records_file(tmp_path):
+    path = tmp_path / "records.yaml"
+    shutil.copy(dns_records.DEFAULT_RECORDS, path)
+    return path
+
+
+def cli(records_file, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bpflab", "dns-records", "--file", str(records_file), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def ask(topo: Topology, name: str, tcp: bool = False) -> dns.message.Message:
+    query = dns.message.make_query(name, "A")
+    with in_netns(topo.client.netns):
+        return (dns.query.tcp if tcp else dns.query.udp)(query, topo.server.ipv4, timeout=2)
+
+
+def addresses(reply: dns.message.Message) -> list[str]:
+    return [r.address for rrset in reply.answer for r in rrset]
+
+
+def wait_for_reload(service: DnsService, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while service.userspace.output().count("reloaded") < count:
+        assert time.monotonic() < deadline, service.userspace.output()
+        time.sleep(0.05)
+
+
+def test_records_change_live_in_the_map_and_the_user_space_server(records_file):
+    lab = load_lab("xdp-dns")
+    program = load(lab.reference, lab.entry, lab.hook)
+    try:
+        with Topology() as topo, DnsService(program, topo, records_file) as service:
+            assert ask(topo, "ftp.lab.example").rcode() == dns.rcode.NXDOMAIN
+            added = cli(records_file, "add", "ftp", "A", "192.0.2.21", "192.0.2.22")
+            assert added.returncode == 0, added.stderr
+            assert f"pid {service.registration_path.stem.split('-')[0]}" in added.stdout
+            wait_for_reload(service, 1)
+            before = dns_answers.answers(program).get(dns_answers.ANSWERS_A, 0)
+            assert addresses(ask(topo, "ftp.lab.example")) == ["192.0.2.21", "192.0.2.22"]
+            assert dns_answers.answers(program)[dns_answers.ANSWERS_A] == before + 1  # by XDP
+            assert addresses(ask(topo, "ftp.lab.example", tcp=True)) == ["192.0.2.21", "192.0.2.22"]
+
+            text = records_file.read_text()
+            for bad in (["add", "ftp", "A", "192.0.2.300"], ["add", "ftp", "AAAA", "192.0.2.1"],
+                        ["add", "bad..name", "A", "192.0.2.1"], ["add", "x.example.org.", "A", "192.0.2.1"],
+                        ["del", "nothere"]):
+                refused = cli(records_file, *bad)
+                assert refused.returncode == 2 and "nothing was changed" in refused.stderr, bad
+            assert records_file.read_text() == text
+
+            assert cli(records_file, "del", "ftp").returncode == 0
+            wait_for_reload(service, 2)
+            assert ask(topo, "ftp.lab.example").rcode() == dns.rcode.NXDOMAIN
+            assert ask(topo, "ftp.lab.example", tcp=True).rcode() == dns.rcode.NXDOMAIN
+        assert not service.registration_path.exists() and not service.pin.exists()
+    finally:
+        program.close()
+
+
+def test_registrations_of_dead_processes_are_removed():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    stale = RUN_DIR / f"{child.pid}-0.json"
+    stale.write_text(json.dumps({"owner": child.pid, "records": "/x", "pin": "/sys/fs/bpf/none",
+                                 "server_pid": child.pid}))
+    assert all(entry.owner != child.pid for entry in registrations())
+    assert not stale.exists()
