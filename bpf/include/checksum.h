@@ -56,6 +56,10 @@ static __always_inline int csum_add_bytes(void *start, void *end, __u32 len, __u
 		acc += *word;
 	}
 	if (len & 1) { /* an odd last byte counts as the high byte of a word padded with 0 */
+		/* A no-op (words <= MAX_CSUM_WORDS < 1024) that bounds it again: clang may reload
+		 * `len` from the stack, and older verifiers (Debian 12's Linux 6.1) do not know the
+		 * bound of that copy, so they refuse the read ("invalid access to packet"). */
+		words &= 1023;
 		last = (__u8 *)start + 2 * words;
 		barrier_var(last);
 		if ((void *)(last + 1) > end)
