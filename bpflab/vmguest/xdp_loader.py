@@ -1,0 +1,164 @@
+"""The vm-smoke guest's XDP loader: BPF instructions in, a natively attached program out.
+
+The guest has neither BCC nor the course's runtime, so the host compiled the reference program
+with BCC and wrote its instructions and a description of its maps into program.json (see
+bpflab/vmsmoke.py). This loader creates the maps, writes their fds into the instructions that
+refer to them, lets this guest kernel's verifier check the program, fills the `server` map and
+attaches in driver mode. Then it reports the link and the kernel log, and prints the reply
+counters whenever they change. Lines for the host start with "VMSMOKE".
+
+It runs on Debian's python3 with the standard library only: ctypes on Debian's libbpf1.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+BPF_PROG_TYPE_XDP = 6
+XDP_FLAGS_DRV_MODE = 1 << 2
+BPF_PSEUDO_MAP_FD = 1
+INSN = struct.Struct("<BBhi")  # struct bpf_insn: code, dst_reg:4 src_reg:4, off, imm
+LOG_SIZE = 1 << 22
+
+libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+libbpf.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
+                                  ctypes.c_uint32, ctypes.c_void_p]
+libbpf.bpf_prog_load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                 ctypes.c_size_t, ctypes.c_void_p]
+libbpf.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+libbpf.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+libbpf.bpf_xdp_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p]
+
+
+class ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts of libbpf 1.1 (bpf/bpf.h), for the verifier's log."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t), ("attempts", ctypes.c_int), ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32), ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32), ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p), ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_void_p),
+    ]
+
+
+def say(*words: object) -> None:
+    print("VMSMOKE", *words, flush=True)
+
+
+def fail(why: str) -> None:
+    say("failed:", why)
+    sys.exit(1)
+
+
+def create_maps(maps: list[dict]) -> dict[str, int]:
+    """Create each map as the host's kernel described it; return their fds by name."""
+    fds = {}
+    for m in maps:
+        fd = libbpf.bpf_map_create(m["type"], m["name"].encode(), m["key_size"], m["value_size"],
+                                   m["max_entries"], None)
+        if fd < 0:
+            fail(f"cannot create map {m['name']}: errno {-fd}")
+        fds[m["name"]] = fd
+    return fds
+
+
+def patch(insns: bytes, maps: list[dict], fds: dict[str, int]) -> bytes:
+    """Write this guest's map fds into the ld_imm64 instructions that load a map."""
+    code = bytearray(insns)
+    for m in maps:
+        for index in m["insns"]:
+            op, regs, off, _ = INSN.unpack_from(code, index * INSN.size)
+            if op != 0x18 or regs >> 4 != BPF_PSEUDO_MAP_FD:
+                fail(f"instruction {index} does not load map {m['name']}")
+            INSN.pack_into(code, index * INSN.size, op, regs, off, fds[m["name"]])
+    return bytes(code)
+
+
+def load(program: dict, insns: bytes) -> int:
+    """Load the program; on refusal print the end of the verifier's log and stop."""
+    count = len(insns) // INSN.size
+    name, license_ = program["name"].encode()[:15], program["license"].encode()
+    fd = libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, name, license_, insns, count, None)
+    if fd >= 0:
+        return fd
+    log = ctypes.create_string_buffer(LOG_SIZE)
+    opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), log_level=1, log_size=LOG_SIZE,
+                        log_buf=ctypes.addressof(log))
+    libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, name, license_, insns, count, ctypes.byref(opts))
+    for line in log.value.decode(errors="replace").splitlines()[-15:]:
+        say("verifier:", line)
+    fail(f"the verifier rejected {program['name']}: errno {-fd}")
+    return -1
+
+
+def fill(fd: int, key: int, value: bytes) -> None:
+    k = ctypes.c_uint32(key)
+    if libbpf.bpf_map_update_elem(fd, ctypes.byref(k), value, 0) != 0:
+        fail("cannot fill the server map")
+
+
+def percpu_sum(fd: int, key: int, value_size: int) -> int:
+    """A per-CPU array's u64 value at `key`, summed over the possible CPUs."""
+    cpus = libbpf.libbpf_num_possible_cpus()
+    stride = (value_size + 7) // 8 * 8
+    buf = ctypes.create_string_buffer(stride * cpus)
+    k = ctypes.c_uint32(key)
+    if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(k), buf) != 0:
+        return -1
+    return sum(struct.unpack_from("<Q", buf.raw, cpu * stride)[0] for cpu in range(cpus))
+
+
+def report(ifname: str) -> None:
+    """What the host checks: the link as `ip -d link` shows it, and the kernel's log about XDP."""
+    link = subprocess.run(["ip", "-d", "link", "show", "dev", ifname], capture_output=True, text=True)
+    for line in link.stdout.splitlines():
+        say("link:", line.strip())
+    kmsg = subprocess.run(["dmesg"], capture_output=True, text=True)
+    for line in kmsg.stdout.splitlines():
+        if "xdp" in line.lower() or "virtio_net" in line:
+            say("kmsg:", line)
+
+
+def watch(fd: int, value_size: int) -> None:
+    """Print the reply counters (ICMPv4, ICMPv6) whenever they change; runs until powered off."""
+    last = None
+    while True:
+        counts = (percpu_sum(fd, 0, value_size), percpu_sum(fd, 1, value_size))
+        if counts != last:
+            say(f"replies ipv4 {counts[0]} ipv6 {counts[1]}")
+            last = counts
+        time.sleep(0.3)
+
+
+def main(path: str, ifname: str) -> None:
+    with open(path) as f:
+        program = json.load(f)
+    maps = program["maps"]
+    fds = create_maps(maps)
+    prog_fd = load(program, patch(base64.b64decode(program["insns"]), maps, fds))
+    say(f"verified {program['name']}: {len(base64.b64decode(program['insns'])) // INSN.size} instructions")
+    fill(fds["server"], 0, bytes.fromhex(program["server"]))
+    err = libbpf.bpf_xdp_attach(socket.if_nametoindex(ifname), prog_fd, XDP_FLAGS_DRV_MODE, None)
+    if err:
+        fail(f"native XDP attach on {ifname} refused: errno {-err}")
+    say(f"attached {program['name']} to {ifname} in driver mode")
+    report(ifname)
+    say("ready")
+    replies = next(m for m in maps if m["name"] == "replies")
+    watch(fds["replies"], replies["value_size"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
