@@ -2,7 +2,7 @@
  *
  * For a plain query (UDP port 53, one question, type A or AAAA, class IN) whose name is in the
  * `records` map, the program turns the frame it received into the answer, in place: MACs, IP
- * addresses and UDP ports swapped, the header flags of a response (QR, AA, RD and CD copied),
+ * addresses and UDP ports swapped, the header flags of a response (QR, AA, RD copied),
  * the question left as it was (so its letters keep their case), one answer record per address
  * appended at the tail (bpf_xdp_adjust_tail), an EDNS0 OPT record if the query had one, and
  * fresh IP and UDP checksums. XDP_TX sends it back; the kernel never sees the query.
@@ -355,7 +355,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct query *q, struct dn
 	udp->dest = port;
 	udp->len = bpf_htons(udp_len);
 	udp->check = 0;
-	dns->flags = bpf_htons(DNS_QR | DNS_AA | (q->flags & (DNS_RD | DNS_CD)));
+	dns->flags = bpf_htons(DNS_QR | DNS_AA | (q->flags & DNS_RD));
 	dns->ancount = bpf_htons(count);
 	dns->arcount = bpf_htons(q->edns);
 

@@ -40,7 +40,7 @@ MAX_QUERY_LEN = 512  # UDP bytes, as in xdp_dns.c
 MAX_LABEL_LEN = 63
 EDNS_PAYLOAD = 1232
 REPLY_TTL = 64
-QR, OPCODE, AA, TC, RD, CD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100, 0x0010
+QR, OPCODE, AA, TC, RD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100
 EDNS_DO = 0x8000
 ANSWERS_A, ANSWERS_AAAA, MOVED_HEAD, NO_ROOM = range(4)  # keys of the `answers` map
 
@@ -179,7 +179,7 @@ def _answer_message(query: _Query, records: dns_records.Records) -> bytes | None
         return None
     flags = struct.unpack("!H", query.message[2:4])[0]
     answer = dns.message.Message(id=struct.unpack("!H", query.message[0:2])[0])
-    answer.flags = QR | AA | (flags & (RD | CD))
+    answer.flags = QR | AA | (flags & RD)
     answer.question = [dns.rrset.RRset(name, dns.rdataclass.IN, query.qtype)]
     answer.answer = [dns.rrset.from_text_list(name, records.ttl, "IN", rtype, list(addresses))]
     if query.edns_flags is not None:

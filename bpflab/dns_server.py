@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -46,7 +47,7 @@ class Authority:
 
     def answer(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
-        response.flags = dns.flags.QR | (query.flags & (dns.flags.RD | dns.flags.CD))
+        response.flags = dns.flags.QR | (query.flags & dns.flags.RD)  # CD is not copied, as NSD does
         if query.edns >= 0:
             response.use_edns(0, query.ednsflags & dns.flags.DO, EDNS_PAYLOAD)
         if query.edns > 0:
@@ -61,6 +62,9 @@ class Authority:
         question = query.question[0]
         if question.rdclass != dns.rdataclass.IN or not question.name.is_subdomain(self.origin):
             response.set_rcode(dns.rcode.REFUSED)
+            if query.edns >= 0:  # say why (RFC 8914), as NSD does
+                response.use_edns(0, query.ednsflags & dns.flags.DO, EDNS_PAYLOAD,
+                                  options=[dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
             return response
         response.flags |= dns.flags.AA
         node = self.zone.get_node(question.name)
@@ -70,8 +74,12 @@ class Authority:
             self._add_soa(response)
             return response
         found = [r for r in node.rdatasets if question.rdtype in (r.rdtype, dns.rdatatype.ANY)]
+        if question.rdtype == dns.rdatatype.ANY:
+            found = found[:1]  # RFC 8482: one RRset is a complete answer to ANY, as NSD gives
         for rdataset in found:
             response.answer.append(_rrset(question.name, rdataset))
+            if rdataset.rdtype == dns.rdatatype.NS:
+                self._add_glue(response, rdataset)
         if not found:
             self._add_soa(response)
         return response
@@ -79,6 +87,14 @@ class Authority:
     def _has_names_below(self, name: dns.name.Name) -> bool:
         """An empty non-terminal (the.lab.example when a.deep.name.in.the... exists) exists."""
         return any(other != name and other.is_subdomain(name) for other in self.zone.nodes)
+
+    def _add_glue(self, response: dns.message.Message, ns_rdataset) -> None:
+        """The addresses of in-zone name servers, in the additional section (RFC 1034 4.3.2)."""
+        for target in (rdata.target for rdata in ns_rdataset):
+            for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                addresses = self.zone.get_rdataset(target, rdtype)
+                if addresses is not None:
+                    response.additional.append(_rrset(target, addresses))
 
     def _add_soa(self, response: dns.message.Message) -> None:
         soa = self.zone.find_rdataset(self.origin, dns.rdatatype.SOA)

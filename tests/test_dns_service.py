@@ -91,3 +91,22 @@ def test_registrations_of_dead_processes_are_removed():
                                  "server_pid": child.pid}))
     assert all(entry.owner != child.pid for entry in registrations())
     assert not stale.exists()
+
+
+def test_the_service_answers_like_nsd(tmp_path):
+    """XDP plus the user-space server, seen from the client, against NSD on the same zone."""
+    from bpflab import nsd
+
+    lab = load_lab("xdp-dns")
+    program = load(lab.reference, lab.entry, lab.hook)
+    try:
+        with Topology() as topo, DnsService(program, topo, log=tmp_path / "user-space.log"), \
+                nsd.start(topo.server.netns, tmp_path / "nsd", dns_records.load(),
+                          (topo.server.ipv4, topo.server.ipv6)) as server:
+            differences = nsd.compare(topo, nsd.QUESTIONS)
+            assert differences == [], "\n".join(f"{q}: {field}: ours {a!r}, NSD {b!r}"
+                                                for q, field, a, b in differences)
+            assert sum(dns_answers.answers(program).get(k, 0) for k in (0, 1)) >= 6  # the fast path took part
+        assert server.process.poll() is not None  # stopped, by its pid
+    finally:
+        program.close()

@@ -25,7 +25,7 @@
 #define DNS_TC          0x0200 /* truncated */
 #define DNS_RD          0x0100 /* recursion desired: copied into the response */
 #define DNS_RA          0x0080 /* recursion available: never, we are authoritative only */
-#define DNS_CD          0x0010 /* checking disabled: copied into the response */
+#define DNS_CD          0x0010 /* checking disabled: DNSSEC only; not copied, as NSD does */
 #define EDNS_DO         0x8000 /* "DNSSEC OK" in the OPT record's flags: copied too */
 
 /* Limits of the fast path; anything beyond them goes to the user-space server. */

@@ -108,7 +108,7 @@ def test_every_address_of_a_name(server, records):
     expect_answer(server, records, query_frame("many.lab.example", "A"),
                   "an A query for a name with 8 addresses")
     expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True, flags=0x0110),
-                  "an AAAA query for a name with 2 addresses, RD and CD set")
+                  "an AAAA query for a name with 2 addresses, RD and CD set (RD is copied, CD is not)")
 
 
 @points(2)
