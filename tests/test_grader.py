@@ -136,3 +136,37 @@ def test_broken_echo_servers_lose_the_points_of_what_they_break(lab_id, name, ed
     score = graded.results["score"]
     assert (0 < score < lab.points) if outcome == "partial" else score == 0, graded.stdout
     assert feedback in graded.stdout, graded.stdout
+
+
+# Broken versions of the DNS reference, and exactly the tests each must fail: a mistake costs
+# the points of the behaviour it breaks (and of the fuzzer, where fuzzed frames meet it).
+DNS_VARIANTS = {
+    "case-sensitive": ([("\t\t\tif (c >= 'A' && c <= 'Z')\n\t\t\t\tc += 'a' - 'A';\n", "")],
+                       {"test_names_match_in_any_case_and_keep_theirs", "test_mixed_case_over_the_network",
+                        "test_fuzzed_frames_get_no_wrong_answer"}),
+    "udp-checksum-without-pseudo-header": (
+        [("\tsum = q->addr_sum + bpf_htons(IPPROTO_UDP) + bpf_htons(udp_len);\n",
+          "\tsum = 0; /* forgot the pseudo-header */\n")],
+        {"test_udp_checksums_are_right", "test_fuzzed_frames_get_no_wrong_answer",
+         # the client's kernel drops the answers, so every network test fails too
+         "test_dig_is_answered_by_xdp", "test_mixed_case_over_the_network",
+         "test_dnspython_over_ipv6_with_and_without_edns",
+         "test_what_xdp_passes_reaches_the_user_space_server"}),
+    "answers-responses": ([("(q->flags & (DNS_QR | DNS_OPCODE | DNS_TC))",
+                            "(q->flags & (DNS_OPCODE | DNS_TC))")],
+                          {"test_responses_are_never_answered"}),
+}
+
+
+@pytest.mark.parametrize("name", DNS_VARIANTS)
+def test_broken_dns_servers_lose_the_points_of_what_they_break(name, tmp_path):
+    lab = load_lab("xdp-dns")
+    edits, failing = DNS_VARIANTS[name]
+    text = lab.reference.read_text()
+    for old, new in edits:
+        assert old in text, f"{name}: the reference no longer holds {old!r}"
+        text = text.replace(old, new)
+    graded = run_grader(submission_with(tmp_path, lab.program, text), lab.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    lost = {test["name"] for test in graded.results["tests"] if test["score"] < test["max_score"]}
+    assert lost == failing, graded.stdout
