@@ -20,8 +20,9 @@ the guest's small loader (vmguest/xdp_loader.py, ctypes on libbpf) makes the sam
 their fds into those instructions and loads them. The guest kernel's verifier checks them
 afresh: the bytecode students' programs become, verified and run by a Debian 12 kernel.
 
-QEMU uses KVM where it works and TCG otherwise: nested KVM can hang after the boot loader, so a
-KVM guest whose kernel prints nothing within KVM_PROBE_SECONDS is stopped and booted with TCG.
+QEMU uses KVM where it works and TCG otherwise: nested KVM can hang after the boot loader or
+make QEMU abort, so a KVM guest whose kernel prints nothing within KVM_PROBE_SECONDS is stopped
+and booted again with TCG.
 Everything a run makes is named after its pid (netns `vmsmoke-<pid>`), so the next run removes
 what a killed one left; QEMU is always stopped by its pid, and dies with the run that started it.
 """
@@ -326,6 +327,7 @@ class Guest:
 
     process: subprocess.Popen
     serial: Path
+    log: Path  # what QEMU itself printed
     accel: str
     started: float = field(default_factory=time.monotonic)
 
@@ -348,12 +350,12 @@ class Guest:
 
 
 def start_guest(run: Run, accel: str, image: GuestImage, disk: Path) -> Guest:
-    serial = run.folder / f"serial-{accel}.log"
-    with open(run.folder / f"qemu-{accel}.log", "w") as out:
+    serial, log = run.folder / f"serial-{accel}.log", run.folder / f"qemu-{accel}.log"
+    with open(log, "w") as out:
         argv = ["ip", "netns", "exec", run.netns, *qemu_argv(accel, image, disk, serial, run.tap)]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    preexec_fn=_die_with_parent)  # `ip netns exec` execs QEMU: same pid
-    return Guest(process, serial, accel)
+    return Guest(process, serial, log, accel)
 
 
 def boot(run: Run, image: GuestImage, disk: Path, accel: str, times: dict[str, float]) -> Guest:
@@ -366,10 +368,13 @@ def boot(run: Run, image: GuestImage, disk: Path, accel: str, times: dict[str, f
         run.guest = guest
         if guest.wait_for(r"Linux version", KVM_PROBE_SECONDS):
             return guest
+        exited = guest.process.poll() is not None
         guest.stop()
         times["KVM probe"] = time.monotonic() - guest.started
-        say(f"KVM: the guest kernel printed nothing in {KVM_PROBE_SECONDS} s (nested KVM can hang "
-            "after the boot loader); booting again with TCG")
+        last = (guest.log.read_text(errors="replace").strip().splitlines() or ["nothing"])[-1]
+        why = (f"QEMU stopped at once ({last})" if exited else
+               f"the guest kernel printed nothing in {KVM_PROBE_SECONDS} s (nested KVM can hang)")
+        say(f"KVM: {why}; booting again with TCG")
         if accel == "kvm":
             raise SmokeError("KVM was asked for and did not work")
     guest = start_guest(run, "tcg", image, disk)
