@@ -67,6 +67,7 @@ static __always_inline void count_event(__u32 kind)
 /* An intact IPv4 header of a UDP datagram for us. Returns 0 and fills `q`, or -1 to pass. */
 static __always_inline int check_ipv4(struct cursor *c, struct server_addrs *me, struct query *q)
 {
+	/* SOLUTION: as in lab 1, for UDP; note where UDP starts, its length and the address sum */
 	struct iphdr *ip = parse_iphdr(c);
 	__u32 sum = 0;
 
@@ -83,11 +84,14 @@ static __always_inline int check_ipv4(struct cursor *c, struct server_addrs *me,
 	q->l4_off = sizeof(struct ethhdr) + sizeof(*ip);
 	q->udp_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
 	return csum_add_bytes(&ip->saddr, c->end, 2 * sizeof(ip->saddr), &q->addr_sum);
+	/* STARTER: return -1; */
+	/* END SOLUTION */
 }
 
 /* The same for IPv6: no extension headers, so the next header must be UDP. */
 static __always_inline int check_ipv6(struct cursor *c, struct server_addrs *me, struct query *q)
 {
+	/* SOLUTION: the same for IPv6 */
 	struct ipv6hdr *ip6 = parse_ipv6hdr(c);
 
 	if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
@@ -97,6 +101,8 @@ static __always_inline int check_ipv6(struct cursor *c, struct server_addrs *me,
 	q->l4_off = sizeof(struct ethhdr) + sizeof(*ip6);
 	q->udp_len = bpf_ntohs(ip6->payload_len);
 	return csum_add_bytes(&ip6->saddr, c->end, 2 * sizeof(ip6->saddr), &q->addr_sum);
+	/* STARTER: return -1; */
+	/* END SOLUTION */
 }
 
 /* Read the question's name into q->key.name, letters lower-cased. Returns its length in wire

@@ -48,6 +48,7 @@ class Authority:
     def answer(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
         response.flags = dns.flags.QR | (query.flags & dns.flags.RD)  # CD is not copied, as NSD does
+        response.set_opcode(query.opcode())
         if query.edns >= 0:
             response.use_edns(0, query.ednsflags & dns.flags.DO, EDNS_PAYLOAD)
         if query.edns > 0:
@@ -115,6 +116,8 @@ def render(query_wire: bytes, authority: Authority, limit: int | None) -> tuple[
         return b"", "bad EDNS, dropped"
     except dns.exception.DNSException as err:
         return _formerr(query_wire), f"unparsable ({type(err).__name__}) -> FORMERR"
+    if query.flags & dns.flags.QR:
+        return b"", "a response, not a query: dropped (answering responses makes loops)"
     response = authority.answer(query)
     if limit is not None:
         limit = max(PLAIN_UDP_LIMIT, query.payload if query.edns >= 0 else PLAIN_UDP_LIMIT)

@@ -9,11 +9,13 @@ field of the answers that differs.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 
@@ -69,22 +71,32 @@ class Question:
     tcp: bool = False
     ipv6: bool = False
     flags: int = dns.flags.RD
+    opcode: int = dns.opcode.QUERY
 
     def __str__(self) -> str:
         how = [("tcp" if self.tcp else "udp"), ("v6" if self.ipv6 else "v4"),
                ("edns" if self.edns else "no edns")] + (["DO"] if self.do else [])
-        return f"{self.name} {self.rtype} ({', '.join(how)}, flags {dns.flags.to_text(self.flags) or '-'})"
+        kind = "" if self.opcode == dns.opcode.QUERY else f"{dns.opcode.to_text(self.opcode)} "
+        flags = dns.flags.to_text(self.flags) or "-"
+        return f"{kind}{self.name} {self.rtype} ({', '.join(how)}, flags {flags})"
 
 
 def _ask(topology: Topology, question: Question, port: int) -> dns.message.Message:
     query = dns.message.make_query(question.name, question.rtype, use_edns=0 if question.edns else False,
                                    payload=1232, want_dnssec=question.do)
     query.flags = question.flags
+    query.set_opcode(question.opcode)
     server = topology.server.ipv6 if question.ipv6 else topology.server.ipv4
     with in_netns(topology.client.netns):
         if question.tcp:
             return dns.query.tcp(query, server, port=port, timeout=3)
-        return dns.query.udp(query, server, port=port, timeout=3)
+        # A plain socket, not dns.query.udp, which refuses answers that do not echo the
+        # question (NSD's answer to a NOTIFY, for one): what comes back is what is compared.
+        sock = socket.socket(socket.AF_INET6 if question.ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(3)
+        sock.sendto(query.to_wire(), (server, port))
+        return dns.message.from_wire(sock.recv(65535))
 
 
 def _fields(message: dns.message.Message) -> dict[str, str]:
@@ -119,5 +131,5 @@ QUESTIONS = [
     Question("nope.lab.example"), Question("mail.lab.example", "AAAA"), Question("www.lab.example", "MX"),
     Question("the.lab.example"), Question("lab.example", "SOA"), Question("lab.example", "NS"),
     Question("www.lab.example", "ANY"), Question("www.lab.example", tcp=True),
-    Question("www.example.org"),
+    Question("www.example.org"), Question("www.lab.example", opcode=dns.opcode.NOTIFY),
 ]

@@ -21,6 +21,7 @@ BEGIN = re.compile(r"^(?P<indent>\s*)/\* SOLUTION: (?P<hint>.*?) \*/\s*$")
 END = re.compile(r"^\s*/\* END SOLUTION \*/\s*$")
 STARTER = re.compile(r"^(?P<indent>\s*)/\* STARTER: (?P<code>.*?) \*/\s*$")
 MIN_LEAK_LENGTH = 12  # shorter solution lines (`} else {`) are too generic to count as leaks
+BARE_VERDICT = re.compile(r"^return [A-Z_]+;$")
 
 
 def split_regions(text: str) -> tuple[list[str], list[str]]:
@@ -58,8 +59,8 @@ def starter_source(reference: str) -> str:
 def telltale_lines(reference: str) -> set[str]:
     """Solution lines that would give the solution away if found in a release.
 
-    Lines also present outside the regions (`return XDP_PASS;`) and very short ones are not
-    telltale: the starter holds them legitimately.
+    Lines also present outside the regions, very short ones and bare verdicts (`return
+    XDP_DROP;`, which handouts and notebooks show too) are not telltale: they give nothing away.
     """
     starter, solution = split_regions(reference)
     public = {line.strip() for line in starter}
@@ -67,4 +68,5 @@ def telltale_lines(reference: str) -> set[str]:
         line.strip()
         for line in solution
         if len(line.strip()) >= MIN_LEAK_LENGTH and line.strip() not in public
+        and not BARE_VERDICT.match(line.strip())
     }

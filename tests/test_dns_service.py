@@ -10,6 +10,7 @@ import sys
 import time
 
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import pytest
@@ -104,8 +105,11 @@ def test_the_service_answers_like_nsd(tmp_path):
                 nsd.start(topo.server.netns, tmp_path / "nsd", dns_records.load(),
                           (topo.server.ipv4, topo.server.ipv6)) as server:
             differences = nsd.compare(topo, nsd.QUESTIONS)
-            assert differences == [], "\n".join(f"{q}: {field}: ours {a!r}, NSD {b!r}"
-                                                for q, field, a, b in differences)
+            # The one known difference: a NOTIFY (RFC 1996, for secondaries) gets NOTIMP from
+            # us and NXDOMAIN without EDNS from NSD, which is primary for the zone.
+            unexpected = [d for d in differences if d[0].opcode != dns.opcode.NOTIFY]
+            assert unexpected == [], "\n".join(f"{q}: {field}: ours {a!r}, NSD {b!r}"
+                                                for q, field, a, b in unexpected)
             assert sum(dns_answers.answers(program).get(k, 0) for k in (0, 1)) >= 6  # the fast path took part
         assert server.process.poll() is not None  # stopped, by its pid
     finally:

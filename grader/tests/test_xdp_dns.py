@@ -286,11 +286,20 @@ def test_what_xdp_passes_reaches_the_user_space_server(server, topology, service
     expect(nx.rcode() == dns.rcode.NXDOMAIN, f"nope.lab.example A: expected NXDOMAIN from user space:\n{nx}")
     nodata = ask(topology, "www.lab.example", "MX")
     expect(nodata.rcode() == dns.rcode.NOERROR and not nodata.answer, f"www MX: expected NODATA:\n{nodata}")
+    refused = ask(topology, "www.lab.example", "A", rdclass="CH")
+    expect(refused.rcode() == dns.rcode.REFUSED, f"www A in class CH: expected REFUSED:\n{refused}")
+    long_name = ".".join(["a" * 60] * 3) + ".lab.example"
+    expect(ask(topology, long_name, "A").rcode() == dns.rcode.NXDOMAIN, "A long name: expected NXDOMAIN.")
+    notify = dns.message.make_query("www.lab.example", "A")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    with in_netns(topology.client.netns):
+        notimp = dns.query.udp(notify, SERVER_IPV4, timeout=2)
+    expect(notimp.rcode() == dns.rcode.NOTIMP, f"A NOTIFY: expected NOTIMP from user space:\n{notimp}")
     tcp = ask(topology, "www.lab.example", "A", tcp=True)
     expect([r.address for rrset in tcp.answer for r in rrset] == ["192.0.2.80", "192.0.2.81"],
            f"www A over TCP (user space):\n{tcp}")
     expect(answered_by_xdp(server, before) == 0, "The program answered a query it must pass.")
-    expect(len([line for line in service.output().splitlines() if "lab.example" in line]) >= 3,
+    expect(len([line for line in service.output().splitlines() if "lab.example" in line]) >= 6,
            f"The user-space server did not log the passed queries:\n{service.output()}")
 
 
