@@ -9,7 +9,7 @@ import pytest
 
 from bpflab.labs import BPF_DIR, ROOT, all_labs, load_lab
 from bpflab.starters import starter_source
-from tests.conftest import run_grader, submission_with
+from tests.conftest import Graded, run_grader, submission_with
 
 HELLO = load_lab("hello-xdp")
 
@@ -119,6 +119,17 @@ ECHO_VARIANTS = {
                              "invalid access to packet"),
     },
 }
+def grade_variant(lab, name: str, edits: list[tuple[str, str]], tmp_path) -> Graded:
+    """Grade the reference with `edits` made to its text, through the real CLI."""
+    text = lab.reference.read_text()
+    for old, new in edits:
+        assert old in text, f"{name}: the reference no longer holds {old!r}"
+        text = text.replace(old, new)
+    graded = run_grader(submission_with(tmp_path, lab.program, text), lab.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    return graded
+
+
 VARIANTS = [(lab, name, *spec) for lab, variants in ECHO_VARIANTS.items() for name, spec in variants.items()]
 
 
@@ -127,12 +138,7 @@ VARIANTS = [(lab, name, *spec) for lab, variants in ECHO_VARIANTS.items() for na
 def test_broken_echo_servers_lose_the_points_of_what_they_break(lab_id, name, edits, outcome, feedback,
                                                                  tmp_path):
     lab = load_lab(lab_id)
-    text = lab.reference.read_text()
-    for old, new in edits:
-        assert old in text, f"{name}: the reference no longer holds {old!r}"
-        text = text.replace(old, new)
-    graded = run_grader(submission_with(tmp_path, lab.program, text), lab.id, tmp_path)
-    assert graded.exit_code == 0, graded.stderr
+    graded = grade_variant(lab, name, edits, tmp_path)
     score = graded.results["score"]
     assert (0 < score < lab.points) if outcome == "partial" else score == 0, graded.stdout
     assert feedback in graded.stdout, graded.stdout
@@ -160,13 +166,7 @@ DNS_VARIANTS = {
 
 @pytest.mark.parametrize("name", DNS_VARIANTS)
 def test_broken_dns_servers_lose_the_points_of_what_they_break(name, tmp_path):
-    lab = load_lab("xdp-dns")
     edits, failing = DNS_VARIANTS[name]
-    text = lab.reference.read_text()
-    for old, new in edits:
-        assert old in text, f"{name}: the reference no longer holds {old!r}"
-        text = text.replace(old, new)
-    graded = run_grader(submission_with(tmp_path, lab.program, text), lab.id, tmp_path)
-    assert graded.exit_code == 0, graded.stderr
+    graded = grade_variant(load_lab("xdp-dns"), name, edits, tmp_path)
     lost = {test["name"] for test in graded.results["tests"] if test["score"] < test["max_score"]}
     assert lost == failing, graded.stdout
