@@ -1,0 +1,319 @@
+"""The project's performance figures, in one run: `make bench` (full) and notebook 04 (short).
+
+Each figure is printed beside a baseline measured in the same run, never asserted:
+- in-kernel cost by BPF_PROG_TEST_RUN, as ns above the harness's floor (an empty program at
+  the same hook, same frame). Test-run does not reset the frame between repeats, so paths that
+  rewrite it (every reply) are timed one run per call, median, against a floor timed the same
+  way; paths that pass the frame are timed over many repeats;
+- cost under real traffic: the kernel's own accounting (`bpf_stats`) per program;
+- ping round trips, kernel against XDP and TC echo, interleaved in rounds;
+- DNS throughput: the XDP fast path, NSD and the Python server under dnsperf, and the fast path
+  under an in-kernel load generator (test-run's live-frames mode from the client's namespace,
+  answers counted and dropped by an XDP program on the client's veth), with the cores used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scapy.packet import raw
+
+from bpflab import dns_answers, dns_records, echo, measure, nsd, packets, testrun
+from bpflab.dns_service import DnsService
+from bpflab.labs import BPF_DIR, ROOT, load_lab
+from bpflab.programs import (
+    BPF_PROG_TYPE_SCHED_CLS,
+    BPF_PROG_TYPE_XDP,
+    Program,
+    attach,
+    detach_tc,
+    detach_xdp,
+    load,
+    load_raw,
+)
+from bpflab.topology import Topology, in_netns
+
+RESULTS = ROOT / "bench" / "results"
+XDP_TX = 3
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the table: a figure, its baseline from the same run, and what we aim for."""
+
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline: float
+    target: str
+    limited_by: str
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else float("nan")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How long each part runs: `FULL` for make bench, `SHORT` for the notebook in CI."""
+
+    single_runs: int
+    repeats: int
+    rounds: int
+    pings: int
+    dnsperf_seconds: int
+    live_frames: int
+
+
+FULL = Sizes(single_runs=20_000, repeats=200_000, rounds=10, pings=200, dnsperf_seconds=5,
+             live_frames=2_000_000)
+SHORT = Sizes(single_runs=2_000, repeats=20_000, rounds=3, pings=50, dnsperf_seconds=1,
+              live_frames=200_000)
+
+
+def progress(message: str, started: float = time.monotonic()) -> None:
+    print(f"[{time.monotonic() - started:6.1f} s] {message}", flush=True)
+
+
+def _reference(lab_id: str) -> Program:
+    lab = load_lab(lab_id)
+    return load(lab.reference, lab.entry, lab.hook)
+
+
+def _single_run_median(fd: int, frame: bytes, runs: int) -> float:
+    return statistics.median(testrun.run(fd, frame).ns_per_run for _ in range(runs))
+
+
+@contextmanager
+def _empty(hook: str) -> Iterator[int]:
+    fd = load_raw(BPF_PROG_TYPE_XDP if hook == "xdp" else BPF_PROG_TYPE_SCHED_CLS,
+                  measure.EMPTY_VERDICT[hook], "empty")
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def testrun_costs(programs: dict[str, Program], sizes: Sizes) -> list[Figure]:
+    """ns per packet above the floor for every reference program and path."""
+    cases = [  # (program, hook, path, frame, target ns above the floor)
+        ("xdp-icmp", "xdp", "echo v4 reply", raw(packets.icmp_echo_v4()), 10),
+        ("xdp-icmp", "xdp", "echo v6 reply", raw(packets.icmp_echo_v6()), 10),
+        ("tc-icmp", "tc", "echo v4 reply", raw(packets.icmp_echo_v4()), 20),
+        ("tc-icmp", "tc", "echo v6 reply", raw(packets.icmp_echo_v6()), 20),
+        ("xdp-dns", "xdp", "DNS hit (A, 2 addresses)", dns_answers.query_frame("www.lab.example"), 100),
+        ("xdp-dns", "xdp", "DNS pass (name not held)", dns_answers.query_frame("nope.lab.example"), 100),
+    ]
+    figures = []
+    for lab_id, hook, path, frame, target in cases:
+        program = programs[lab_id]
+        with _empty(hook) as empty:
+            floor = _single_run_median(empty, frame, sizes.single_runs)
+        cost = _single_run_median(program.fd, frame, sizes.single_runs)
+        figures.append(Figure(f"{hook.upper()} {path}, ns (test-run, one run per call)", cost, "ns",
+                              f"{hook.upper()} floor", floor, f"<= floor + {target} ns",
+                              "the harness: timer reads per call are most of the floor"))
+    dns_pass = dns_answers.query_frame("nope.lab.example")
+    floor = measure.floor_ns("xdp", dns_pass, sizes.repeats)
+    cost = measure.testrun_ns(programs["xdp-dns"].fd, dns_pass, sizes.repeats)
+    figures.append(Figure(f"XDP DNS pass, ns (test-run, {sizes.repeats:,} repeats)", cost, "ns",
+                          "XDP floor (same repeats)", floor, "<= floor + 100 ns",
+                          "the checksum loop over the whole query"))
+    return figures
+
+
+RESPONDERS = ("kernel", "XDP echo", "TC echo")
+
+
+Stats = dict[str, tuple[int, int]]  # program -> (run time ns, runs), from bpf_stats
+
+
+def rtts(programs: dict[str, Program], sizes: Sizes) -> tuple[dict[str, list[float]], Stats]:
+    """Ping round trips (µs) per responder, interleaved in rounds; and bpf_stats per program."""
+    samples: dict[str, list[float]] = {r: [] for r in RESPONDERS}
+    with Topology() as topo, measure.bpf_stats_enabled():
+        server = topo.server
+        for program in (programs["xdp-icmp"], programs["tc-icmp"]):
+            echo.configure(program, server.ipv4, server.ipv6, server.mac)
+        before = {k: measure.bpf_stats(programs[k].fd) for k in ("xdp-icmp", "tc-icmp")}
+        for _ in range(sizes.rounds):
+            for responder in RESPONDERS:
+                topo.kernel_echo(responder == "kernel")
+                if responder == "XDP echo":
+                    attach(programs["xdp-icmp"], server.netns, server.ifname)
+                elif responder == "TC echo":
+                    attach(programs["tc-icmp"], server.netns, server.ifname)
+                samples[responder] += measure.ping_rtts(topo, sizes.pings, interval=0.002)
+                detach_xdp(server.netns, server.ifname)
+                detach_tc(server.netns, server.ifname)
+        after = {k: measure.bpf_stats(programs[k].fd) for k in ("xdp-icmp", "tc-icmp")}
+    stats = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in before}
+    return samples, stats
+
+
+def _cpu_busy() -> float:
+    """Seconds of CPU time spent busy (all CPUs), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(work: Callable[[], float]) -> tuple[float, float]:
+    """(queries per second that `work` reports, cores busy meanwhile)."""
+    busy, started = _cpu_busy(), time.monotonic()
+    qps = work()
+    return qps, (_cpu_busy() - busy) / (time.monotonic() - started)
+
+
+def _dnsperf(topo: Topology, port: int, seconds: int, queries: Path) -> float:
+    done = subprocess.run(["ip", "netns", "exec", topo.client.netns, "dnsperf", "-s", topo.server.ipv4,
+                           "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-T", "2",
+                           "-q", "500"], capture_output=True, text=True, timeout=seconds + 30, check=True)
+    return float(re.search(r"Queries per second:\s+([\d.]+)", done.stdout).group(1))
+
+
+def _live_frames(topo: Topology, count: int) -> float:
+    """Answers per second with the in-kernel load generator; needs the fast path attached."""
+    counter = load(BPF_DIR / "tools" / "dns_reply_counter.c", "dns_reply_counter", "xdp")
+    generator = load_raw(BPF_PROG_TYPE_XDP, XDP_TX, "generator")
+    try:
+        attach(counter, topo.client.netns, topo.client.ifname)
+        frame = dns_answers.query_frame("www.lab.example")
+        with in_netns(topo.client.netns):
+            ifindex = int(Path(f"/sys/class/net/{topo.client.ifname}/ifindex").read_text())
+            started = time.monotonic()
+            testrun.live_frames(generator, frame, ifindex, count)
+            elapsed = time.monotonic() - started
+        return sum(counter.percpu_sums("replies").values()) / elapsed
+    finally:
+        os.close(generator)
+        counter.close()
+        topo.add_peer_xdp()
+
+
+def dns_throughput(program: Program, sizes: Sizes) -> dict[str, tuple[float, float]]:
+    """Queries per second and cores used, per server and load generator."""
+    results = {}
+    with tempfile.TemporaryDirectory() as folder, Topology() as topo:
+        queries = Path(folder) / "queries"
+        queries.write_text("www.lab.example A\n")
+
+        def dnsperf(port: int) -> tuple[float, float]:
+            return _timed(lambda: _dnsperf(topo, port, sizes.dnsperf_seconds, queries))
+
+        with DnsService(program, topo, log=Path(folder) / "user-space.log"), \
+                nsd.start(topo.server.netns, Path(folder) / "nsd", dns_records.load(),
+                          (topo.server.ipv4, topo.server.ipv6)):
+            results["XDP fast path, dnsperf"] = dnsperf(53)
+            results["NSD, dnsperf"] = dnsperf(nsd.NSD_PORT)
+            generated = _timed(lambda: _live_frames(topo, sizes.live_frames))
+            results["XDP fast path, in-kernel generator"] = generated
+            detach_xdp(topo.server.netns, topo.server.ifname)
+            results["Python server, dnsperf"] = dnsperf(53)
+    return results
+
+
+def throughput_figures(qps: dict[str, tuple[float, float]]) -> list[Figure]:
+    nsd_qps = qps["NSD, dnsperf"][0]
+    python_qps = qps["Python server, dnsperf"][0]
+    figures = []
+    for name, (value, cores) in qps.items():
+        limit = ("the generator (dnsperf, a user-space client on the same 2 cores)" if "dnsperf" in name
+                 else "veth and the generator's CPU: sender, fast path and counter share the cores")
+        figures.append(Figure(f"{name}, queries/s ({cores:.1f} cores busy)", value, "q/s", "NSD, dnsperf",
+                              nsd_qps, ">= 3x NSD" if name.startswith("XDP") else "", limit))
+    fastest = qps["XDP fast path, in-kernel generator"][0]
+    figures.append(Figure("XDP fast path (in-kernel generator) against Python, queries/s", fastest, "q/s",
+                          "Python server, dnsperf", python_qps, ">= 30x", "the Python server: one process"))
+    return figures
+
+
+def latency_figures(samples: dict[str, list[float]]) -> list[Figure]:
+    kernel = measure.percentile(samples["kernel"], 0.5)
+    return [Figure(f"{r} ping RTT p50 (µs, {len(samples[r])} pings)", measure.percentile(samples[r], 0.5),
+                   "µs", "kernel p50", kernel, "", "ping's own wake-ups and syscalls, not the responder")
+            for r in RESPONDERS]
+
+
+def stats_figures(stats: Stats) -> list[Figure]:
+    return [Figure(f"{lab} ns per run under pings (bpf_stats, {count} runs)",
+                   ns / count if count else float("nan"), "ns", "-", float("nan"), "",
+                   "cold caches: one packet every 2 ms")
+            for lab, (ns, count) in stats.items()]
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [f"{'figure':82} {'value':>12} {'baseline':>12} {'ratio':>7}  target"]
+    for f in figures:
+        rows.append(f"{f.name:82} {f.value:12.1f} {f.baseline:12.1f} {f.ratio:7.2f}  {f.target}")
+    return "\n".join(rows)
+
+
+def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], folder: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for responder, values in samples.items():
+        ordered = sorted(values)
+        ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=responder)
+    ax.set(xscale="log", xlabel="round-trip time (µs)", ylabel="fraction of pings", title="Ping RTT, CDF")
+    ax.legend()
+    rtt_png = folder / "rtt_cdf.png"
+    fig.savefig(rtt_png, dpi=100, bbox_inches="tight")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(qps)
+    ax.barh(names, [qps[n][0] for n in names])
+    ax.set(xscale="log", xlabel="queries per second", title="DNS throughput (2 cores)")
+    qps_png = folder / "dns_qps.png"
+    fig.savefig(qps_png, dpi=100, bbox_inches="tight")
+    plt.close("all")
+    return [rtt_png, qps_png]
+
+
+def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
+    """Measure everything, write JSON and PNGs into `folder`, print the table; return the data."""
+    progress("loading the reference programs")
+    programs = {lab_id: _reference(lab_id) for lab_id in ("xdp-icmp", "tc-icmp", "xdp-dns")}
+    echo.configure(programs["xdp-icmp"])
+    echo.configure(programs["tc-icmp"])
+    echo.configure(programs["xdp-dns"])
+    dns_answers.load_map(programs["xdp-dns"], dns_records.load())
+    try:
+        progress("in-kernel cost by test-run")
+        figures = testrun_costs(programs, sizes)
+        progress("ping round trips, interleaved, with bpf_stats")
+        samples, stats = rtts(programs, sizes)
+        figures += latency_figures(samples) + stats_figures(stats)
+        progress("DNS throughput: dnsperf against XDP, NSD and Python; in-kernel generator")
+        qps = dns_throughput(programs["xdp-dns"], sizes)
+        figures += throughput_figures(qps)
+    finally:
+        for program in programs.values():
+            program.close()
+    pngs = plots(samples, qps, folder)
+    data = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "sizes": asdict(sizes), "cpus": os.cpu_count(),
+            "kernel": os.uname().release, "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
+            "rtt_us": samples, "bpf_stats": stats,
+            "qps": {k: {"qps": v, "cores": c} for k, (v, c) in qps.items()}}
+    (folder / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
+    progress(f"wrote {folder / 'latest.json'} and {', '.join(p.name for p in pngs)}")
+    print(table(figures))
+    return data
+
+
+if __name__ == "__main__":
+    run()
