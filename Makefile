@@ -7,7 +7,7 @@ LAB ?= hello-xdp
 SUBMISSION ?= bpf
 export ANSIBLE_CONFIG := provisioning/ansible.cfg
 
-.PHONY: help provision lab test doctor grade check release lint clean vm-smoke
+.PHONY: help provision lab test doctor grade check release lint clean vm-smoke bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ check: provision ## Grade your own file, labs/LAB/<program>.c: make check LAB=he
 
 release: provision ## Build the student release (starters, handouts, public tests) in dist/student
 	$(PY) -m bpflab release dist/student
+
+bench: provision ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
+	$(PY) -m bpflab.bench
 
 vm-smoke: provision ## Boot a Debian guest (QEMU) and ping the XDP echo natively attached to its virtio NIC
 	$(PY) -m bpflab vm-smoke

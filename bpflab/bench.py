@@ -14,9 +14,11 @@ Each figure is printed beside a baseline measured in the same run, never asserte
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -44,7 +46,6 @@ from bpflab.programs import (
 from bpflab.topology import Topology, in_netns
 
 RESULTS = ROOT / "bench" / "results"
-XDP_TX = 3
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,10 @@ def progress(message: str, started: float = time.monotonic()) -> None:
     print(f"[{time.monotonic() - started:6.1f} s] {message}", flush=True)
 
 
-def _reference(lab_id: str) -> Program:
+def load_program(lab_id: str) -> Program:
+    """A lab's program: the student's copy where there is one (a release), else the reference."""
     lab = load_lab(lab_id)
-    return load(lab.reference, lab.entry, lab.hook)
+    return load(lab.source(), lab.entry, lab.hook)
 
 
 def _single_run_median(fd: int, frame: bytes, runs: int) -> float:
@@ -185,19 +187,22 @@ def _dnsperf(topo: Topology, port: int, seconds: int, queries: Path) -> float:
 
 def _live_frames(topo: Topology, count: int) -> float:
     """Answers per second with the in-kernel load generator; needs the fast path attached."""
+    frame = dns_answers.query_frame("www.lab.example")
     counter = load(BPF_DIR / "tools" / "dns_reply_counter.c", "dns_reply_counter", "xdp")
-    generator = load_raw(BPF_PROG_TYPE_XDP, XDP_TX, "generator")
+    generator = load(BPF_DIR / "tools" / "dns_query_generator.c", "dns_query_generator", "xdp",
+                     cflags=(f"-DQUERY_LEN={len(frame)}",))
     try:
+        table = generator.table("query")
+        table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(frame)
         attach(counter, topo.client.netns, topo.client.ifname)
-        frame = dns_answers.query_frame("www.lab.example")
         with in_netns(topo.client.netns):
-            ifindex = int(Path(f"/sys/class/net/{topo.client.ifname}/ifindex").read_text())
+            ifindex = socket.if_nametoindex(topo.client.ifname)  # asked in the client's netns
             started = time.monotonic()
-            testrun.live_frames(generator, frame, ifindex, count)
+            testrun.live_frames(generator.fd, frame, ifindex, count)
             elapsed = time.monotonic() - started
         return sum(counter.percpu_sums("replies").values()) / elapsed
     finally:
-        os.close(generator)
+        generator.close()
         counter.close()
         topo.add_peer_xdp()
 
@@ -287,7 +292,7 @@ def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], 
 def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
     """Measure everything, write JSON and PNGs into `folder`, print the table; return the data."""
     progress("loading the reference programs")
-    programs = {lab_id: _reference(lab_id) for lab_id in ("xdp-icmp", "tc-icmp", "xdp-dns")}
+    programs = {lab_id: load_program(lab_id) for lab_id in ("xdp-icmp", "tc-icmp", "xdp-dns")}
     echo.configure(programs["xdp-icmp"])
     echo.configure(programs["tc-icmp"])
     echo.configure(programs["xdp-dns"])

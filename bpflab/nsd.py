@@ -41,6 +41,9 @@ server:
     # No NS and glue records in positive answers: optional (RFC 1034 4.3.2), and the fast path
     # does not add them. NSD's default, no, adds them; the comparison says so without this.
     minimal-responses: yes
+    # Debian's NSD limits answers to 200 per second per client network by default (response
+    # rate limiting, against amplification attacks). One test client would measure that limit.
+    rrl-ratelimit: 0
 remote-control:
     control-enable: no
 zone:

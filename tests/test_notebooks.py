@@ -9,7 +9,8 @@ from nbclient import NotebookClient
 
 from bpflab.labs import NOTEBOOKS_DIR, ROOT, all_labs
 
-NOTEBOOKS = [lab.notebook for lab in all_labs()]
+# Every lab's notebook, and every other one (04-measure belongs to no single lab).
+NOTEBOOKS = sorted({lab.notebook for lab in all_labs()} | {path.stem for path in NOTEBOOKS_DIR.glob("*.py")})
 CELL_TIMEOUT = 300
 ARTIFACTS = ROOT / "artifacts" / "notebooks"
 
