@@ -19,12 +19,10 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,14 +32,11 @@ from bpflab import dns_answers, dns_records, echo, measure, nsd, packets, testru
 from bpflab.dns_service import DnsService
 from bpflab.labs import BPF_DIR, ROOT, load_lab
 from bpflab.programs import (
-    BPF_PROG_TYPE_SCHED_CLS,
-    BPF_PROG_TYPE_XDP,
     Program,
     attach,
     detach_tc,
     detach_xdp,
     load,
-    load_raw,
 )
 from bpflab.topology import Topology, in_netns
 
@@ -93,20 +88,6 @@ def load_program(lab_id: str) -> Program:
     return load(lab.source(), lab.entry, lab.hook)
 
 
-def _single_run_median(fd: int, frame: bytes, runs: int) -> float:
-    return statistics.median(testrun.run(fd, frame).ns_per_run for _ in range(runs))
-
-
-@contextmanager
-def _empty(hook: str) -> Iterator[int]:
-    fd = load_raw(BPF_PROG_TYPE_XDP if hook == "xdp" else BPF_PROG_TYPE_SCHED_CLS,
-                  measure.EMPTY_VERDICT[hook], "empty")
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def testrun_costs(programs: dict[str, Program], sizes: Sizes) -> list[Figure]:
     """ns per packet above the floor for every reference program and path."""
     cases = [  # (program, hook, path, frame, target ns above the floor)
@@ -120,9 +101,8 @@ def testrun_costs(programs: dict[str, Program], sizes: Sizes) -> list[Figure]:
     figures = []
     for lab_id, hook, path, frame, target in cases:
         program = programs[lab_id]
-        with _empty(hook) as empty:
-            floor = _single_run_median(empty, frame, sizes.single_runs)
-        cost = _single_run_median(program.fd, frame, sizes.single_runs)
+        floor = measure.single_run_floor_ns(hook, frame, sizes.single_runs)
+        cost = measure.single_run_ns(program.fd, frame, sizes.single_runs)
         figures.append(Figure(f"{hook.upper()} {path}, ns (test-run, one run per call)", cost, "ns",
                               f"{hook.upper()} floor", floor, f"<= floor + {target} ns",
                               "the harness: timer reads per call are most of the floor"))
@@ -259,9 +239,11 @@ def stats_figures(stats: Stats) -> list[Figure]:
 
 
 def table(figures: list[Figure]) -> str:
-    rows = [f"{'figure':82} {'value':>12} {'baseline':>12} {'ratio':>7}  target"]
+    """Each figure, its baseline from the same run, their difference and ratio, and the target."""
+    rows = [f"{'figure':74} {'value':>11} {'baseline':>11} {'diff':>10} {'ratio':>7}  target"]
     for f in figures:
-        rows.append(f"{f.name:82} {f.value:12.1f} {f.baseline:12.1f} {f.ratio:7.2f}  {f.target}")
+        rows.append(f"{f.name:74} {f.value:11.1f} {f.baseline:11.1f} {f.value - f.baseline:10.1f} "
+                    f"{f.ratio:7.2f}  {f.target}")
     return "\n".join(rows)
 
 

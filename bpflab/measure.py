@@ -4,7 +4,8 @@
 - `testrun_ns`: a program's in-kernel ns per run by BPF_PROG_TEST_RUN, and `floor_ns`, the
   same for an empty program at the same hook: report a program as ns above that floor.
   Test-run does not reset the packet between repeats, so time only a path that leaves the
-  packet as it found it (a pass path), and say which.
+  packet as it found it (a pass path), and say which. `single_run_ns` and
+  `single_run_floor_ns` time a reply path instead, one run per call.
 - `bpf_stats`: run time and count of a program under real traffic (with the kernel's run-time
   accounting on, `bpf_stats_enabled`), which does time the paths that rewrite the packet.
 """
@@ -16,6 +17,7 @@ import ctypes
 import json
 import os
 import re
+import statistics
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +53,21 @@ def floor_ns(hook: str, frame: bytes, repeat: int = TIMING_REPEAT) -> float:
     fd = load_raw(PROG_TYPE[hook], EMPTY_VERDICT[hook], "empty")
     try:
         return testrun_ns(fd, frame, repeat)
+    finally:
+        os.close(fd)
+
+
+def single_run_ns(prog_fd: int, frame: bytes, runs: int) -> float:
+    """Median ns of `runs` calls of one run each: times a path that rewrites the frame (a reply),
+    which repeats cannot, since test-run hands each repeat the frame as the last one left it."""
+    return statistics.median(testrun.run(prog_fd, frame).ns_per_run for _ in range(runs))
+
+
+def single_run_floor_ns(hook: str, frame: bytes, runs: int) -> float:
+    """The floor for `single_run_ns`: an empty program at `hook`, timed the same way."""
+    fd = load_raw(PROG_TYPE[hook], EMPTY_VERDICT[hook], "empty")
+    try:
+        return single_run_ns(fd, frame, runs)
     finally:
         os.close(fd)
 

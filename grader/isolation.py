@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import select
 import signal
@@ -196,6 +197,8 @@ class Supervisor:
                 test.output = str(event["output"])
                 self.result.problem = str(event["problem"])
                 self.started = None
+            elif kind == "leaderboard":
+                self.result.leaderboard.append(leaderboard_entry(event))
             elif kind == "done":
                 self.result.exit_code = int(event["exit_code"])
                 self.done = True
@@ -238,3 +241,12 @@ class Supervisor:
         if not self.loaded or len(unfinished) == len(self.result.tests):
             self.result.problem = message
         self.result.exit_code = 1
+
+
+def leaderboard_entry(event: dict) -> dict:
+    """A leaderboard entry from the child, checked: the child runs student code, so nothing it
+    says is written unchecked (a name of bounded length, a finite number, a known order)."""
+    value = float(event["value"])
+    if not math.isfinite(value) or event.get("order", "asc") not in ("asc", "desc"):
+        raise ValueError(f"a malformed leaderboard entry: {event!r}")
+    return {"name": str(event["name"])[:80], "value": value, "order": event.get("order", "asc")}

@@ -27,22 +27,29 @@ def gradescope_test(test: TestResult, prefix: str = "") -> dict:
 
 def gradescope(result: LabResult) -> dict:
     """The Gradescope autograder results format (score, per-test name/score/max_score/output)."""
-    return {
+    out = {
         "score": result.score,
         "max_score": result.max_score,
         "output": result.problem or f"{result.lab.id}: {result.score:g}/{result.max_score:g}",
         "tests": [gradescope_test(test) for test in result.tests],
     }
+    if result.leaderboard:
+        out["leaderboard"] = result.leaderboard
+    return out
 
 
 def gradescope_student(results: list[LabResult]) -> dict:
     """One student's results.json over several labs: tests named `lab: behaviour`."""
-    return {
+    out = {
         "score": sum(r.score for r in results),
         "max_score": sum(r.max_score for r in results),
         "output": "\n".join(f"{r.lab.id}: {r.score:g}/{r.max_score:g}" for r in results),
         "tests": [gradescope_test(test, f"{r.lab.id}: ") for r in results for test in r.tests],
     }
+    entries = [entry | {"name": f"{r.lab.id}: {entry['name']}"} for r in results for entry in r.leaderboard]
+    if entries:
+        out["leaderboard"] = entries
+    return out
 
 
 def feedback(student: str, results: list[LabResult]) -> str:
@@ -70,12 +77,13 @@ def feedback(student: str, results: list[LabResult]) -> str:
 def record(result: LabResult) -> dict:
     """Everything about a lab's grade, for the class outputs and for merging shards."""
     return {"lab": result.lab.id, "problem": result.problem, "exit_code": result.exit_code,
-            "tests": [asdict(test) for test in result.tests]}
+            "tests": [asdict(test) for test in result.tests], "leaderboard": result.leaderboard}
 
 
 def from_record(data: dict, submission: Path) -> LabResult:
     return LabResult(lab=load_lab(data["lab"]), submission=submission, problem=data["problem"],
-                     exit_code=data["exit_code"], tests=[TestResult(**test) for test in data["tests"]])
+                     exit_code=data["exit_code"], tests=[TestResult(**test) for test in data["tests"]],
+                     leaderboard=data.get("leaderboard", []))
 
 
 def write_results(result: LabResult, path: Path) -> None:

@@ -40,6 +40,7 @@ class LabResult:
     tests: list[TestResult] = field(default_factory=list)
     problem: str = ""  # why nothing could run (no file, compile or verifier failure)
     exit_code: int = 0  # pytest's; non-zero values other than "tests failed" are grader faults
+    leaderboard: list[dict] = field(default_factory=list)  # Gradescope entries: name, value, order
 
     @property
     def score(self) -> float:
@@ -111,11 +112,18 @@ class Collector:
         test = self.by_id[item.nodeid]
         if report.when == "call" and report.passed:
             test.score = test.max_score
+            for key, entry in item.user_properties:
+                if key == LEADERBOARD:  # record_property(LEADERBOARD, {"name", "value", "order"})
+                    self.result.leaderboard.append(entry)
+                    self.report({"event": "leaderboard", **entry})
         elif report.failed and call.excinfo is not None:
             test.score = 0.0
             test.output = plain_words(call.excinfo)
             if report.when == "setup" and isinstance(call.excinfo.value, ProgramError):
                 self.result.problem = call.excinfo.value.explain()
+
+
+LEADERBOARD = "leaderboard"
 
 
 def run_suites(lab: Lab, submission: Path, hidden: bool = True, report: Event = lambda event: None,
