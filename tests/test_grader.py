@@ -21,6 +21,10 @@ def test_reference_scores_full_marks(lab, tmp_path):
     assert f"Score: {lab.points}/{lab.points}" in graded.stdout, graded.stdout
     assert graded.results["score"] == graded.results["max_score"] == lab.points
     assert all(test["status"] == "passed" for test in graded.results["tests"])
+    # Gradescope's leaderboard: the DNS lab puts the program's ns per answer on it.
+    assert ("leaderboard" in graded.results) == (lab.id == "xdp-dns")
+    for entry in graded.results.get("leaderboard", []):
+        assert entry["order"] == "asc" and 0 < entry["value"] < 100_000, entry
 
 
 @pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
@@ -30,6 +34,7 @@ def test_starter_scores_zero_without_crashing(lab, tmp_path):
     assert graded.exit_code == 0, graded.stderr
     assert f"Score: 0/{lab.points}" in graded.stdout, graded.stdout
     assert graded.results["score"] == 0
+    assert "leaderboard" not in graded.results  # only a right answer is timed
     assert all(test["output"] for test in graded.results["tests"]), "every failure needs an explanation"
 
 
