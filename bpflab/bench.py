@@ -231,10 +231,13 @@ def latency_figures(samples: dict[str, list[float]]) -> list[Figure]:
             for r in RESPONDERS]
 
 
-def stats_figures(stats: Stats) -> list[Figure]:
+def stats_figures(stats: Stats, costs: list[Figure]) -> list[Figure]:
+    """bpf_stats under pings, beside the same program's reply path by test-run."""
+    by_name = {f.name.split(",")[0]: f.value for f in costs}
+    harness = {"xdp-icmp": "XDP echo v4 reply", "tc-icmp": "TC echo v4 reply"}
     return [Figure(f"{lab} ns per run under pings (bpf_stats, {count} runs)",
-                   ns / count if count else float("nan"), "ns", "-", float("nan"), "",
-                   "cold caches: one packet every 2 ms")
+                   ns / count if count else float("nan"), "ns", f"{harness[lab]} by test-run",
+                   by_name[harness[lab]], "", "cold caches: one ping every 2 ms")
             for lab, (ns, count) in stats.items()]
 
 
@@ -284,7 +287,7 @@ def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
         figures = testrun_costs(programs, sizes)
         progress("ping round trips, interleaved, with bpf_stats")
         samples, stats = rtts(programs, sizes)
-        figures += latency_figures(samples) + stats_figures(stats)
+        figures += latency_figures(samples) + stats_figures(stats, figures)
         progress("DNS throughput: dnsperf against XDP, NSD and Python; in-kernel generator")
         qps = dns_throughput(programs["xdp-dns"], sizes)
         figures += throughput_figures(qps)
