@@ -242,15 +242,16 @@ static __always_inline int resize(struct xdp_md *ctx, __u32 new_len, __u32 keep)
 	 * in at the new start. The buffer is a map value: 208 bytes on the 512-byte stack
 	 * would not fit beside the rest. */
 	scratch = moved.lookup(&zero);
-	if (!scratch || keep > MAX_KEEP)
+	if (!scratch || keep == 0 || keep > MAX_KEEP)
 		return -1;
-	/* The check bounds some copy of `keep`, maybe not the register passed to the helpers.
-	 * A mask, which clang cannot drop after barrier_var, bounds that one for the verifier;
-	 * it changes nothing since keep <= MAX_KEEP < SCRATCH_SIZE. */
+	/* The checks bound some copy of `keep`, maybe not the register passed to the helpers,
+	 * which also refuse a size that may be 0. Arithmetic, which clang cannot drop after
+	 * barrier_var, bounds that one for the verifier, from 1 to SCRATCH_SIZE; it changes
+	 * nothing since 1 <= keep <= MAX_KEEP < SCRATCH_SIZE. A check after barrier_var would
+	 * not do for older verifiers (Debian 12's Linux 6.1): they learn nothing from
+	 * `keep == 0` being false ("R3 min value is outside of the allowed memory range"). */
 	barrier_var(keep);
-	keep &= SCRATCH_SIZE - 1;
-	if (keep == 0)
-		return -1;
+	keep = ((keep - 1) & (SCRATCH_SIZE - 1)) + 1;
 	if (bpf_xdp_load_bytes(ctx, grow, scratch->bytes, keep) ||
 	    bpf_xdp_store_bytes(ctx, 0, scratch->bytes, keep))
 		return -1;                   /* cannot happen: keep < new_len */
@@ -267,6 +268,11 @@ static __always_inline int put_answers(__u8 *pos, void *end, struct query *q,
 	__u32 i;
 
 	for (i = 0; i < MAX_ADDRS && i < count; i++) {
+		/* Without this clang counts the turns down to 0 (`n -= 1; if n != 0`), and older
+		 * verifiers (Debian 12's Linux 6.1) learn nothing from `n != 0`: they see no end
+		 * to the loop and read past rrset->addrs ("invalid access to map value"). Hidden
+		 * from clang, i keeps the two compares the loop is written with. */
+		barrier_var(i);
 		answer = (struct dns_answer *)(pos + i * (ANSWER_HEAD_LEN + rdlen));
 		barrier_var(answer);
 		if ((void *)answer + ANSWER_HEAD_LEN + rdlen > end)
@@ -301,12 +307,19 @@ static __always_inline int answer(struct xdp_md *ctx, struct query *q, struct dn
 	/* Bound again what came from the stack and the map: the verifier tracks registers, not
 	 * memory. One check per line, with barrier_var between them, so that clang cannot merge
 	 * `count == 0 || count > MAX_ADDRS` into one unsigned compare of `count - 1`, which
-	 * would bound a copy and leave `count` itself unbounded for the verifier. */
+	 * would bound a copy and leave `count` itself unbounded for the verifier.
+	 * Older verifiers (Debian 12's Linux 6.1) need more: what a check teaches them about a
+	 * register does not reach a copy that clang saved on the stack before the check ("R4
+	 * offset is outside of the packet" at the answers). A bound made by arithmetic travels
+	 * with the value into every copy: so name_len is also masked, which changes nothing
+	 * (name_len <= MAX_NAME_LEN <= 255) and which clang cannot drop after barrier_var. */
 	if (count > MAX_ADDRS || name_len > MAX_NAME_LEN)
 		return XDP_PASS;
 	barrier_var(count);
 	if (count == 0)
 		return XDP_PASS;
+	barrier_var(name_len);
+	name_len &= 255;
 	rdlen = q->key.qtype == DNS_TYPE_A ? 4 : 16;
 	dns_len = sizeof(*dns) + name_len + 4 + count * (ANSWER_HEAD_LEN + rdlen) +
 		  (q->edns ? sizeof(*opt) : 0);
