@@ -6,19 +6,24 @@ multi-queue virtio-net NIC on a multi_queue tap in a network namespace of its ow
 the reference program (bpf/xdp_icmp_echo.c) is attached in driver mode, the kernel's own echo is
 switched off, and the host pings the guest. It passes when every ping is answered, `ip -d link`
 in the guest shows native `xdp` (not `xdpgeneric`), and the guest kernel never says it fell back
-to "locked tx mode" (what virtio-net does with fewer queue pairs than XDP needs).
+to "locked tx mode" (what virtio-net does with fewer queue pairs than XDP needs). In the same boot
+the guest's verifier also checks every other program the course ships, loading without attaching
+them: each lab's reference (as BPF_PROG_TYPE_XDP or, at the "tc" hook, BPF_PROG_TYPE_SCHED_CLS) and
+the benchmark's XDP tools in bpf/tools; the run fails if it rejects any.
 
     netns vmsmoke-<pid>                            QEMU guest, 2 vCPUs, Debian 12 kernel
     tap vmsmoke<pid>, multi_queue        <====>    virtio-net-pci, 4 queue pairs (mq=on)
     198.51.100.1/24, 2001:db8:1::1/64              198.51.100.2/24, 2001:db8:1::2/64, XDP echo
 
-How the program gets into the guest: the reference is BCC-flavoured C (`BPF_ARRAY`,
-`map.lookup()`) that plain clang cannot build, and the guest has no BCC. So the host compiles it
-with the course's own runtime (`programs.load`, BCC), takes the very instructions BCC made
-(`dump_func`) and, from the host kernel, the type and sizes of each map the instructions load;
-the guest's small loader (vmguest/xdp_loader.py, ctypes on libbpf) makes the same maps, writes
-their fds into those instructions and loads them. The guest kernel's verifier checks them
-afresh: the bytecode students' programs become, verified and run by a Debian 12 kernel.
+How the programs get into the guest: they are BCC-flavoured C (`BPF_ARRAY`, `map.lookup()`)
+that plain clang cannot build, and the guest has no BCC. So the host compiles each with the
+course's own runtime (`programs.load`, BCC), takes the very instructions BCC made (`dump_func`)
+and, from the host kernel, the type and sizes of each map the instructions load; the guest's
+small loader (vmguest/xdp_loader.py, ctypes on libbpf) makes the same maps, writes their fds into
+those instructions and loads them. The guest kernel's verifier checks them afresh: the bytecode
+students' programs become, verified and run by a Debian 12 kernel. BCC takes about 4 s a program,
+so the host compiles them in worker processes while the guest boots, and hands them over as one
+line of JSON through a virtio-serial port (QEMU's end is a unix socket in the run's folder).
 
 QEMU uses KVM where it works and TCG otherwise: nested KVM can hang after the boot loader or
 make QEMU abort, so a KVM guest whose kernel prints nothing within KVM_PROBE_SECONDS is stopped
@@ -36,27 +41,38 @@ import fcntl
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
 from pyroute2 import netns
 
-from bpflab.programs import ProgramError, existing_netns
+from bpflab.labs import BPF_DIR, all_labs
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError, existing_netns
 from bpflab.topology import NUD_PERMANENT, PingResult, _raise_interrupt, pid_alive, run_in, sysctl
 
 CACHE = Path("/var/cache/bpflab/vm-smoke")
 GUEST_FILES = Path(__file__).resolve().parent / "vmguest"
-LAB = "xdp-icmp"
+LAB = "xdp-icmp"  # the lab whose reference is attached and pinged
+# Checked by the guest's verifier besides the labs' references: the benchmark's XDP tools, as
+# (file in bpf/tools, entry, cflags). 75 is the length of bench's query frame (www.lab.example, IPv4).
+TOOLS = (("dns_query_generator.c", "dns_query_generator", ("-DQUERY_LEN=75",)),
+         ("dns_reply_counter.c", "dns_reply_counter", ()))
+PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
+COMPILERS = 2  # worker processes running BCC while the guest boots
+PORT = "bpflab.programs"  # the virtio-serial port that carries them to the guest
 SUITE = "bookworm"
 # What the guest needs: a kernel and an initrd that mounts the root disk, iproute2, and the
 # loader's python3 and libbpf1. (minbase already has tar, mount and dmesg.)
@@ -177,7 +193,24 @@ def make_ext4(tree: Path, root: Path) -> None:
     say(f"root disk of {size_mb} MiB made in {time.monotonic() - start:.1f} s")
 
 
-# -- the program, as BCC built it -----------------------------------------------------------------
+# -- the programs, as BCC built them ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """A program for the guest's verifier; `attach` marks the echo that is attached and pinged."""
+
+    source: Path
+    entry: str
+    hook: str
+    cflags: tuple[str, ...] = ()
+    attach: bool = False
+
+
+def targets() -> list[Target]:
+    """Every lab's reference, in course order, then the benchmark's XDP tools."""
+    labs = [Target(lab.reference, lab.entry, lab.hook, attach=lab.id == LAB) for lab in all_labs()]
+    return labs + [Target(BPF_DIR / "tools" / name, entry, "xdp", cflags) for name, entry, cflags in TOOLS]
+
+
 class MapInfo(ctypes.Structure):
     """The head of struct bpf_map_info (uapi/linux/bpf.h); the kernel fills as much as is asked."""
 
@@ -211,33 +244,38 @@ def describe_maps(insns: bytes) -> list[dict]:
     return maps
 
 
-def program_description() -> dict:
-    """The reference echo as BCC compiles it: instructions, maps, and the guest's `server` value."""
+def describe(target: Target) -> dict:
+    """A program as BCC compiles it: instructions, maps, and for the echo the guest's `server` value.
+
+    Runs in a worker process: what it raises must pickle, so the host's refusal is a SmokeError.
+    """
     from bpflab.echo import configure  # scapy and BCC load only when a run needs them
-    from bpflab.labs import load_lab
     from bpflab.programs import load
 
-    lab = load_lab(LAB)
-    program = load(lab.reference, lab.entry, lab.hook)
     try:
-        insns = program.bpf.dump_func(lab.entry.encode())
-        configure(program, GUEST_IPV4, GUEST_IPV6, GUEST_MAC)  # the runtime's own packing
-        server = bytes(program.table("server")[ctypes.c_int(0)])
-        maps = describe_maps(insns)
+        program = load(target.source, target.entry, target.hook, target.cflags)
+    except ProgramError as err:
+        raise SmokeError(f"the host could not load {target.source.name}: {err.explain()}") from None
+    try:
+        insns = program.bpf.dump_func(target.entry.encode())
+        description = {"name": target.entry, "prog_type": PROG_TYPES[target.hook], "license": "GPL",
+                       "insns": base64.b64encode(insns).decode(), "maps": describe_maps(insns),
+                       "attach": target.attach}
+        if target.attach:
+            configure(program, GUEST_IPV4, GUEST_IPV6, GUEST_MAC)  # the runtime's own packing
+            description["server"] = bytes(program.table("server")[ctypes.c_int(0)]).hex()
     finally:
         program.close()
-    return {"name": lab.entry, "license": "GPL", "insns": base64.b64encode(insns).decode(),
-            "maps": maps, "server": server.hex()}
+    return description
 
 
-def run_disk(path: Path, description: dict) -> None:
-    """This run's files for the guest, as a tar archive it reads from its second disk."""
-    env = f"GUEST_MAC={GUEST_MAC}\nGUEST_IPV4={GUEST_IPV4}\nGUEST_IPV6={GUEST_IPV6}\n"
+def run_disk(path: Path) -> None:
+    """This run's settings for the guest, as a tar archive it reads from its second disk."""
+    env = f"GUEST_MAC={GUEST_MAC}\nGUEST_IPV4={GUEST_IPV4}\nGUEST_IPV6={GUEST_IPV6}\n".encode()
     with tarfile.open(path, "w") as tar:
-        for name, data in (("guest.env", env.encode()), ("program.json", json.dumps(description).encode())):
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            tar.addfile(member, BytesIO(data))
+        member = tarfile.TarInfo("guest.env")
+        member.size = len(env)
+        tar.addfile(member, BytesIO(env))
 
 
 # -- host side: netns, tap, QEMU ------------------------------------------------------------------
@@ -303,12 +341,12 @@ def make_netns(name: str, tap: str) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills QEMU if this run dies without cleaning up."""
+    """In a child: the kernel kills it (QEMU, a compiler) if this run dies without cleaning up."""
     pr_set_pdeathsig = 1
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def qemu_argv(accel: str, image: GuestImage, disk: Path, serial: Path, tap: str) -> list[str]:
+def qemu_argv(accel: str, image: GuestImage, disk: Path, serial: Path, port: Path, tap: str) -> list[str]:
     return [
         "qemu-system-x86_64", "-name", tap, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
         "-smp", str(VCPUS), "-m", str(MEMORY_MB), "-nodefaults", "-display", "none", "-no-reboot",
@@ -318,6 +356,8 @@ def qemu_argv(accel: str, image: GuestImage, disk: Path, serial: Path, tap: str)
         "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no,queues={QUEUES},vhost=off",
         "-device", f"virtio-net-pci,netdev=net0,mq=on,vectors={2 * QUEUES + 2},mac={GUEST_MAC}",
         "-serial", f"file:{serial}",
+        "-device", "virtio-serial-pci", "-chardev", f"socket,id=programs,path={port},server=on,wait=off",
+        "-device", f"virtserialport,chardev=programs,name={PORT}",
     ]
 
 
@@ -328,8 +368,10 @@ class Guest:
     process: subprocess.Popen
     serial: Path
     log: Path  # what QEMU itself printed
+    port: Path  # QEMU's end of the guest's virtio-serial port PORT
     accel: str
     started: float = field(default_factory=time.monotonic)
+    channel: socket.socket | None = None  # connected to `port`, open while the guest runs
 
     def console(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""
@@ -344,18 +386,37 @@ class Guest:
             time.sleep(0.2)
         return None
 
+    def send(self, descriptions: list[dict], seconds: float = 10) -> None:
+        """Hand the programs to the guest's loader: one line of JSON into its port.
+
+        QEMU makes the socket as it starts, and reads from it only once the loader opens the
+        port, so the line waits in the socket until then.
+        """
+        deadline = time.monotonic() + seconds
+        while not self.port.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SmokeError(f"QEMU never made the socket of the guest's port ({self.port.name})")
+            time.sleep(0.1)
+        self.channel = socket.socket(socket.AF_UNIX)
+        self.channel.settimeout(seconds)
+        self.channel.connect(str(self.port))
+        self.channel.sendall(json.dumps(descriptions).encode() + b"\n")
+
     def stop(self) -> None:
         stop_pid(self.process.pid)
         self.process.wait()
+        if self.channel is not None:
+            self.channel.close()
 
 
 def start_guest(run: Run, accel: str, image: GuestImage, disk: Path) -> Guest:
     serial, log = run.folder / f"serial-{accel}.log", run.folder / f"qemu-{accel}.log"
+    port = run.folder / f"programs-{accel}.sock"
     with open(log, "w") as out:
-        argv = ["ip", "netns", "exec", run.netns, *qemu_argv(accel, image, disk, serial, run.tap)]
+        argv = ["ip", "netns", "exec", run.netns, *qemu_argv(accel, image, disk, serial, port, run.tap)]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    preexec_fn=_die_with_parent)  # `ip netns exec` execs QEMU: same pid
-    return Guest(process, serial, log, accel)
+    return Guest(process, serial, log, port, accel)
 
 
 def boot(run: Run, image: GuestImage, disk: Path, accel: str, times: dict[str, float]) -> Guest:
@@ -431,9 +492,14 @@ def ping(run: Run, ipv6: bool) -> PingResult:
     return PingResult.parse(run_in(run.netns, argv, timeout=PINGS * 3 + 10).stdout, PINGS)
 
 
-def check(console: str, pings: dict[str, PingResult]) -> list[str]:
+def check(console: str, pings: dict[str, PingResult], programs: list[str]) -> list[str]:
     """Why the run failed, in plain words; empty when it passed."""
     problems = []
+    for name in programs:
+        said = guest_lines(console, f"verifier {name}")
+        if not any(line.startswith("accepted") for line in said):
+            log = "".join(f"\n    {line[2:]}" for line in said if line.startswith("| "))
+            problems.append(f"the guest's verifier did not accept {name}{log}")
     for family, result in pings.items():
         if result.received != result.sent:
             problems.append(f"{family}: {result.received} of {result.sent} pings answered")
@@ -459,25 +525,27 @@ def say(text: str) -> None:
     print(f"vm-smoke: {text}", flush=True)
 
 
-def smoke(run: Run, accel: str, times: dict[str, float]) -> list[str]:
-    """Build or reuse the image, boot, ping; return the problems found."""
+def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolExecutor) -> list[str]:
+    """Compile the programs while the guest boots, hand them over, ping; return the problems found."""
     start = time.monotonic()
+    programs = targets()
+    compiling = [compilers.submit(describe, target) for target in programs]
     image, built = guest_image()
     times["image build" if built else "image (cached)"] = time.monotonic() - start
     say(f"image {image.root.name} ({'built' if built else 'cached'}), kernel {image.kernel.name}")
 
-    start = time.monotonic()
-    description = program_description()
     run.folder.mkdir(parents=True, exist_ok=True)
-    run_disk(run.folder / "run.tar", description)
-    maps = ", ".join(m["name"] for m in description["maps"])
-    say(f"{description['name']} compiled by BCC on the host: "
-        f"{len(base64.b64decode(description['insns'])) // INSN.size} instructions, maps {maps}")
-    times["program"] = time.monotonic() - start
-
+    run_disk(run.folder / "run.tar")
     with signals_held():
         make_netns(run.netns, run.tap)
     guest = boot(run, image, run.folder / "run.tar", accel, times)
+    descriptions = [future.result() for future in compiling]
+    times["programs (while booting)"] = time.monotonic() - start
+    for description in descriptions:
+        maps = ", ".join(m["name"] for m in description["maps"])
+        say(f"{description['name']} compiled by BCC on the host: "
+            f"{len(base64.b64decode(description['insns'])) // INSN.size} instructions, maps {maps}")
+    guest.send(descriptions)
     ready = guest.wait_for(r"^VMSMOKE (ready|failed)", READY_SECONDS)
     times[f"boot ({guest.accel})"] = time.monotonic() - guest.started
     console = guest.console()
@@ -498,7 +566,7 @@ def smoke(run: Run, accel: str, times: dict[str, float]) -> list[str]:
         say(f"ping {family}: {result.received}/{result.sent} answered" + (f", {rtt.group(0)}" if rtt else ""))
     v4, v6 = reply_counts(guest.console())
     say(f"the XDP program in the guest counted {v4} IPv4 and {v6} IPv6 replies")
-    return check(guest.console(), pings)
+    return check(guest.console(), pings, [target.entry for target in programs])
 
 
 def main(accel: str = "auto") -> int:
@@ -506,18 +574,21 @@ def main(accel: str = "auto") -> int:
     old_sigterm = signal.signal(signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid()))
     started, times = time.monotonic(), {}
     run = Run()
+    # Forked (before any thread, at the first submit): "spawn" would also start multiprocessing's
+    # resource tracker, which outlives a killed run and keeps its output open.
+    compilers = ProcessPoolExecutor(COMPILERS, mp_context=multiprocessing.get_context("fork"),
+                                    initializer=_die_with_parent)  # a killed run leaves no compiler
     try:
         removed = cleanup_stale()
         if removed:
             say(f"removed what killed runs left: {' '.join(removed)}")
-        problems = smoke(run, accel, times)
+        problems = smoke(run, accel, times, compilers)
     except SmokeError as err:
         problems = [str(err)]
-    except ProgramError as err:  # the host's BCC or verifier refused the reference
-        problems = [err.explain()]
     except KeyboardInterrupt:
         problems = ["interrupted"]
     finally:
+        compilers.shutdown(wait=False, cancel_futures=True)
         with signals_held():
             run.close()
         signal.signal(signal.SIGTERM, old_sigterm)
@@ -528,5 +599,5 @@ def main(accel: str = "auto") -> int:
         print("FAIL: " + "\n  ".join(problems), flush=True)
         return 1
     print(f"PASS: native XDP on a {QUEUES}-queue virtio NIC answered every ping, "
-          "no locked tx mode", flush=True)
+          f"no locked tx mode; the guest's verifier accepted all {len(targets())} programs", flush=True)
     return 0

@@ -1,7 +1,8 @@
-"""`make vm-smoke` for real (a QEMU guest pinged through native XDP on virtio), and its tear-down.
+"""`make vm-smoke` for real (a QEMU guest pinged through native XDP on virtio, every program
+checked by its verifier), and its tear-down.
 
 A cold run builds the guest image first (3 to 7 minutes here, debootstrap's time growing with the
-machine's load); it is cached in /var/cache/bpflab/vm-smoke, and a warm run takes 40 to 65 s.
+machine's load); it is cached in /var/cache/bpflab/vm-smoke, and a warm run takes 30 to 65 s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from bpflab import vmsmoke
-from bpflab.labs import ROOT
+from bpflab.labs import ROOT, all_labs
 
 RUN_SECONDS = 900  # a cold run took 7 minutes on this 2-core machine while other suites ran
 
@@ -65,6 +66,8 @@ def test_guest_answers_pings_with_native_xdp():
     assert re.search(r"guest: link: .* mtu 1500 xdp qdisc", output), output
     assert re.search(r"guest: link: prog/xdp id \d+ name xdp_icmp_echo", output), output
     assert "ping IPv4: 10/10 answered" in output and "ping IPv6: 10/10 answered" in output
+    for target in vmsmoke.targets():
+        assert re.search(rf"guest: verifier {target.entry}: accepted", output), output
     assert not re.search(rf"guest: kmsg: .*{vmsmoke.LOCKED_TX}", output), output
     assert not leftovers(run.pid)
 
@@ -94,8 +97,11 @@ def test_a_killed_run_is_cleaned_up_by_the_next():
     assert not leftovers(run.pid)
 
 
+PROGRAMS = ["xdp_icmp_echo", "xdp_dns"]
 GOOD_CONSOLE = """\
 VMSMOKE kernel echo off: ipv4 1 ipv6 1
+VMSMOKE verifier xdp_icmp_echo: accepted (559 instructions, 1.18 s)
+VMSMOKE verifier xdp_dns: accepted (1142 instructions, 3.10 s)
 VMSMOKE link: 2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 xdp qdisc mq state UP
 VMSMOKE link: prog/xdp id 3 name xdp_icmp_echo tag 782afd02681976f6 jited
 VMSMOKE replies ipv4 10 ipv6 10
@@ -106,8 +112,15 @@ def pings(received: int = 10) -> dict[str, vmsmoke.PingResult]:
     return {family: vmsmoke.PingResult(10, received, "") for family in ("IPv4", "IPv6")}
 
 
+def test_every_lab_reference_and_tool_is_checked_and_only_the_echo_attached():
+    found = {target.entry: target for target in vmsmoke.targets()}
+    assert {lab.entry for lab in all_labs()} | {"dns_query_generator", "dns_reply_counter"} == set(found)
+    assert [entry for entry, target in found.items() if target.attach] == ["xdp_icmp_echo"]
+    assert vmsmoke.PROG_TYPES[found["tc_icmp_echo"].hook] == vmsmoke.BPF_PROG_TYPE_SCHED_CLS
+
+
 def test_checks_pass_a_good_run():
-    assert vmsmoke.check(GOOD_CONSOLE, pings()) == []
+    assert vmsmoke.check(GOOD_CONSOLE, pings(), PROGRAMS) == []
 
 
 @pytest.mark.parametrize(("console", "received", "expected"), [
@@ -118,7 +131,13 @@ def test_checks_pass_a_good_run():
     (GOOD_CONSOLE.replace("ipv4 1 ipv6 1", "ipv4 0 ipv6 1"), 10, "echo was not switched off"),
     (GOOD_CONSOLE, 9, "9 of 10 pings answered"),
     (GOOD_CONSOLE.replace("replies ipv4 10", "replies ipv4 0"), 10, "counted 0 IPv4"),
+    (GOOD_CONSOLE.replace("VMSMOKE verifier xdp_dns: accepted (1142 instructions, 3.10 s)",
+                          "VMSMOKE verifier xdp_dns: rejected (errno 13, 1117 instructions, 0.07 s)\n"
+                          "VMSMOKE verifier xdp_dns: | R3 min value is outside of the allowed memory range"),
+     10, "did not accept xdp_dns\n    R3 min value is outside"),
+    (GOOD_CONSOLE.replace("VMSMOKE verifier xdp_dns: accepted (1142 instructions, 3.10 s)\n", ""), 10,
+     "did not accept xdp_dns"),
 ])
 def test_checks_name_what_went_wrong(console, received, expected):
-    problems = vmsmoke.check(console, pings(received))
+    problems = vmsmoke.check(console, pings(received), PROGRAMS)
     assert any(expected in problem for problem in problems), problems

@@ -1,11 +1,12 @@
-"""The vm-smoke guest's XDP loader: BPF instructions in, a natively attached program out.
+"""The vm-smoke guest's XDP loader: BPF instructions in, verdicts and a natively attached echo out.
 
-The guest has neither BCC nor the course's runtime, so the host compiled the reference program
-with BCC and wrote its instructions and a description of its maps into program.json (see
-bpflab/vmsmoke.py). This loader creates the maps, writes their fds into the instructions that
-refer to them, lets this guest kernel's verifier check the program, fills the `server` map and
-attaches in driver mode. Then it reports the link and the kernel log, and prints the reply
-counters whenever they change. Lines for the host start with "VMSMOKE".
+The guest has neither BCC nor the course's runtime, so the host compiled the programs with BCC
+and sends their instructions and a description of their maps, as one line of JSON, through the
+virtio-serial port PORT (see bpflab/vmsmoke.py). For each program this loader creates the maps,
+writes their fds into the instructions that refer to them and lets this guest kernel's verifier
+check it, printing accepted or rejected with the end of the verifier's log. The echo (`attach`)
+is then attached in driver mode with its `server` map filled. It reports the link and the kernel
+log, and prints the reply counters whenever they change. Lines for the host start with "VMSMOKE".
 
 It runs on Debian's python3 with the standard library only: ctypes on Debian's libbpf1.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import glob
 import json
 import socket
 import struct
@@ -21,11 +23,12 @@ import subprocess
 import sys
 import time
 
-BPF_PROG_TYPE_XDP = 6
+PORT = "bpflab.programs"
 XDP_FLAGS_DRV_MODE = 1 << 2
 BPF_PSEUDO_MAP_FD = 1
 INSN = struct.Struct("<BBhi")  # struct bpf_insn: code, dst_reg:4 src_reg:4, off, imm
 LOG_SIZE = 1 << 22
+LOG_LINES = 15  # the end of a rejecting verifier's log: its verdict and the instructions before it
 
 libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
 libbpf.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
@@ -62,6 +65,20 @@ def fail(why: str) -> None:
     sys.exit(1)
 
 
+def receive(seconds: float = 60) -> list[dict]:
+    """The programs, from the virtio-serial port named PORT (its name comes from the host)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name in glob.glob("/sys/class/virtio-ports/*/name"):
+            with open(name) as f:
+                if f.read().strip() == PORT:
+                    with open(f"/dev/{name.split('/')[-2]}", "rb") as port:
+                        return json.loads(port.readline())
+        time.sleep(0.1)
+    fail(f"no virtio-serial port {PORT}")
+    return []
+
+
 def create_maps(maps: list[dict]) -> dict[str, int]:
     """Create each map as the host's kernel described it; return their fds by name."""
     fds = {}
@@ -86,21 +103,29 @@ def patch(insns: bytes, maps: list[dict], fds: dict[str, int]) -> bytes:
     return bytes(code)
 
 
-def load(program: dict, insns: bytes) -> int:
-    """Load the program; on refusal print the end of the verifier's log and stop."""
-    count = len(insns) // INSN.size
+def load(program: dict) -> tuple[int, dict[str, int]]:
+    """Make the program's maps and load it: (program fd or -1 if rejected, map fds by name).
+
+    Says `verifier <name>: accepted` or `rejected`, then, for a rejection, the end of the log.
+    """
+    maps = program["maps"]
+    fds = create_maps(maps)
+    insns = patch(base64.b64decode(program["insns"]), maps, fds)
+    count, started = len(insns) // INSN.size, time.monotonic()
     name, license_ = program["name"].encode()[:15], program["license"].encode()
-    fd = libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, name, license_, insns, count, None)
+    fd = libbpf.bpf_prog_load(program["prog_type"], name, license_, insns, count, None)
+    seconds = time.monotonic() - started
     if fd >= 0:
-        return fd
+        say(f"verifier {program['name']}: accepted ({count} instructions, {seconds:.2f} s)")
+        return fd, fds
+    say(f"verifier {program['name']}: rejected (errno {-fd}, {count} instructions, {seconds:.2f} s)")
     log = ctypes.create_string_buffer(LOG_SIZE)
     opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), log_level=1, log_size=LOG_SIZE,
                         log_buf=ctypes.addressof(log))
-    libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, name, license_, insns, count, ctypes.byref(opts))
-    for line in log.value.decode(errors="replace").splitlines()[-15:]:
-        say("verifier:", line)
-    fail(f"the verifier rejected {program['name']}: errno {-fd}")
-    return -1
+    libbpf.bpf_prog_load(program["prog_type"], name, license_, insns, count, ctypes.byref(opts))
+    for line in log.value.decode(errors="replace").splitlines()[-LOG_LINES:]:
+        say(f"verifier {program['name']}: | {line}")
+    return -1, fds
 
 
 def fill(fd: int, key: int, value: bytes) -> None:
@@ -142,13 +167,11 @@ def watch(fd: int, value_size: int) -> None:
         time.sleep(0.3)
 
 
-def main(path: str, ifname: str) -> None:
-    with open(path) as f:
-        program = json.load(f)
-    maps = program["maps"]
-    fds = create_maps(maps)
-    prog_fd = load(program, patch(base64.b64decode(program["insns"]), maps, fds))
-    say(f"verified {program['name']}: {len(base64.b64decode(program['insns'])) // INSN.size} instructions")
+def main(ifname: str) -> None:
+    loaded = [(program, *load(program)) for program in receive()]
+    program, prog_fd, fds = next(found for found in loaded if found[0]["attach"])
+    if prog_fd < 0:
+        fail(f"the verifier rejected {program['name']}, the program to attach")
     fill(fds["server"], 0, bytes.fromhex(program["server"]))
     err = libbpf.bpf_xdp_attach(socket.if_nametoindex(ifname), prog_fd, XDP_FLAGS_DRV_MODE, None)
     if err:
@@ -156,9 +179,9 @@ def main(path: str, ifname: str) -> None:
     say(f"attached {program['name']} to {ifname} in driver mode")
     report(ifname)
     say("ready")
-    replies = next(m for m in maps if m["name"] == "replies")
+    replies = next(m for m in program["maps"] if m["name"] == "replies")
     watch(fds["replies"], replies["value_size"])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])
