@@ -250,28 +250,35 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(rows)
 
 
-def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], folder: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+def plot_rtt_cdf(ax, samples: dict[str, list[float]]) -> None:
+    """One CDF per responder on `ax` (a matplotlib Axes), log time axis."""
     for responder, values in samples.items():
         ordered = sorted(values)
         ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=responder)
     ax.set(xscale="log", xlabel="round-trip time (µs)", ylabel="fraction of pings", title="Ping RTT, CDF")
     ax.legend()
-    rtt_png = folder / "rtt_cdf.png"
-    fig.savefig(rtt_png, dpi=100, bbox_inches="tight")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = list(qps)
-    ax.barh(names, [qps[n][0] for n in names])
-    ax.set(xscale="log", xlabel="queries per second", title="DNS throughput (2 cores)")
-    qps_png = folder / "dns_qps.png"
-    fig.savefig(qps_png, dpi=100, bbox_inches="tight")
+
+
+def plot_qps(ax, qps: dict[str, tuple[float, float]]) -> None:
+    """Queries per second per server and generator on `ax`, log scale."""
+    ax.barh(list(qps), [value for value, _ in qps.values()])
+    ax.set(xscale="log", xlabel="queries per second", title=f"DNS throughput ({os.cpu_count()} cores)")
+
+
+def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], folder: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw, data in (("rtt_cdf.png", plot_rtt_cdf, samples), ("dns_qps.png", plot_qps, qps)):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        draw(ax, data)
+        fig.savefig(folder / name, dpi=100, bbox_inches="tight")
+        written.append(folder / name)
     plt.close("all")
-    return [rtt_png, qps_png]
+    return written
 
 
 def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:

@@ -76,11 +76,7 @@ for figure in costs:
 # %%
 samples, stats = bench.rtts(programs, SIZES)
 fig, ax = plt.subplots(figsize=(7, 4))
-for responder, values in samples.items():
-    ordered = sorted(values)
-    ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=responder)
-ax.set(xscale="log", xlabel="round-trip time (µs)", ylabel="fraction of pings", title="Ping RTT, CDF")
-ax.legend()
+bench.plot_rtt_cdf(ax, samples)
 plt.show()
 for responder, values in samples.items():
     p50, p90, p99 = (measure.percentile(values, f) for f in (0.5, 0.9, 0.99))
@@ -104,8 +100,7 @@ for lab, (ns, runs) in stats.items():
 # %%
 qps = bench.dns_throughput(programs["xdp-dns"], SIZES)
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.barh(list(qps), [value for value, _ in qps.values()])
-ax.set(xscale="log", xlabel="queries per second", title="DNS throughput, 2 cores")
+bench.plot_qps(ax, qps)
 plt.show()
 for name, (value, cores) in qps.items():
     print(f"{name:38} {value:12,.0f} q/s   {cores:.1f} cores busy")
