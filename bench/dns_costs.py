@@ -61,7 +61,7 @@ def main() -> None:
         cost = single_run_median(program.fd, frame)
         print(f"  hit, {name:28} {cost:5.0f} ns, {cost - floor_single:+.0f} ns above the floor")
     cost = single_run_median(program.fd, miss)
-    print(f"  pass, name not held           {cost:5.0f} ns, {cost - floor_single:+.0f} ns above the floor")
+    print(f"  pass, {'name not held':28} {cost:5.0f} ns, {cost - floor_single:+.0f} ns above the floor")
 
     started, valid, right, wrong = time.monotonic(), 0, 0, 0
     for frame in fuzz.frames(fuzz_seeds(), FUZZ_FRAMES, seed=FUZZ_SEED):
