@@ -78,7 +78,8 @@ SHORT = Sizes(single_runs=2_000, repeats=20_000, rounds=3, pings=50, dnsperf_sec
               live_frames=200_000)
 
 
-def progress(message: str, started: float = time.monotonic()) -> None:
+def progress(message: str, started: float) -> None:
+    """A line of progress, stamped with the seconds since `started` (time.monotonic())."""
     print(f"[{time.monotonic() - started:6.1f} s] {message}", flush=True)
 
 
@@ -283,19 +284,20 @@ def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], 
 
 def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
     """Measure everything, write JSON and PNGs into `folder`, print the table; return the data."""
-    progress("loading the reference programs")
+    started = time.monotonic()
+    progress("loading the reference programs", started)
     programs = {lab_id: load_program(lab_id) for lab_id in ("xdp-icmp", "tc-icmp", "xdp-dns")}
     echo.configure(programs["xdp-icmp"])
     echo.configure(programs["tc-icmp"])
     echo.configure(programs["xdp-dns"])
     dns_answers.load_map(programs["xdp-dns"], dns_records.load())
     try:
-        progress("in-kernel cost by test-run")
+        progress("in-kernel cost by test-run", started)
         figures = testrun_costs(programs, sizes)
-        progress("ping round trips, interleaved, with bpf_stats")
+        progress("ping round trips, interleaved, with bpf_stats", started)
         samples, stats = rtts(programs, sizes)
         figures += latency_figures(samples) + stats_figures(stats, figures)
-        progress("DNS throughput: dnsperf against XDP, NSD and Python; in-kernel generator")
+        progress("DNS throughput: dnsperf against XDP, NSD and Python; in-kernel generator", started)
         qps = dns_throughput(programs["xdp-dns"], sizes)
         figures += throughput_figures(qps)
     finally:
@@ -307,7 +309,7 @@ def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
             "rtt_us": samples, "bpf_stats": stats,
             "qps": {k: {"qps": v, "cores": c} for k, (v, c) in qps.items()}}
     (folder / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
-    progress(f"wrote {folder / 'latest.json'} and {', '.join(p.name for p in pngs)}")
+    progress(f"wrote {folder / 'latest.json'} and {', '.join(p.name for p in pngs)}", started)
     print(table(figures))
     return data
 

@@ -108,8 +108,9 @@ def _rrset(name: dns.name.Name, rdataset) -> dns.rrset.RRset:
     return rrset
 
 
-def render(query_wire: bytes, authority: Authority, limit: int | None) -> tuple[bytes, str]:
-    """The answer's bytes (truncated with TC if over `limit`) and a log line about it."""
+def render(query_wire: bytes, authority: Authority, udp: bool) -> tuple[bytes, str]:
+    """The answer's bytes and a log line about it. Over UDP the answer must fit 512 bytes, or
+    the size the query's EDNS advertises; if it does not, it goes out empty with TC set."""
     try:
         query = dns.message.from_wire(query_wire)
     except dns.message.BadEDNS:
@@ -119,11 +120,10 @@ def render(query_wire: bytes, authority: Authority, limit: int | None) -> tuple[
     if query.flags & dns.flags.QR:
         return b"", "a response, not a query: dropped (answering responses makes loops)"
     response = authority.answer(query)
-    if limit is not None:
-        limit = max(PLAIN_UDP_LIMIT, query.payload if query.edns >= 0 else PLAIN_UDP_LIMIT)
+    limit = max(PLAIN_UDP_LIMIT, query.payload if query.edns >= 0 else 0) if udp else 65535
     try:
         # In the records' order, as the fast path sends them (and NSD): no shuffling.
-        wire = response.to_wire(max_size=limit or 65535, want_shuffle=False)
+        wire = response.to_wire(max_size=limit, want_shuffle=False)
     except dns.exception.TooBig:
         response.answer.clear()
         response.authority.clear()
@@ -164,7 +164,7 @@ def _servers(state: _State, addresses: list[str], port: int) -> list[socketserve
     class Udp(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             data, sock = self.request
-            wire, said = render(data, state.authority, limit=PLAIN_UDP_LIMIT)
+            wire, said = render(data, state.authority, udp=True)
             if wire:
                 sock.sendto(wire, self.client_address)
             _log(f"udp {self.client_address[0]} {said}")
@@ -172,7 +172,7 @@ def _servers(state: _State, addresses: list[str], port: int) -> list[socketserve
     class Tcp(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             while (head := self.rfile.read(2)) and len(head) == 2:
-                wire, said = render(self.rfile.read(int.from_bytes(head, "big")), state.authority, None)
+                wire, said = render(self.rfile.read(int.from_bytes(head, "big")), state.authority, udp=False)
                 if not wire:
                     return
                 self.wfile.write(len(wire).to_bytes(2, "big") + wire)
