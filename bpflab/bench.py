@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from scapy.packet import raw
@@ -252,34 +252,66 @@ def table(figures: list[Figure]) -> str:
 
 
 def plot_rtt_cdf(ax, samples: dict[str, list[float]]) -> None:
-    """One CDF per responder on `ax` (a matplotlib Axes), log time axis."""
+    """One CDF per responder on `ax` (a matplotlib Axes), log time axis, gridded for reading."""
+    from matplotlib import ticker
+
     for responder, values in samples.items():
         ordered = sorted(values)
         ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=responder)
-    ax.set(xscale="log", xlabel="round-trip time (µs)", ylabel="fraction of pings", title="Ping RTT, CDF")
+    everything = [v for values in samples.values() for v in values]
+    ax.set(xscale="log", xlabel="round-trip time (µs)", ylabel="fraction of pings", title="Ping RTT, CDF",
+           xlim=(min(everything) * 0.9, measure.percentile(everything, 0.995) * 1.5), ylim=(0, 1))
+    ax.yaxis.set_major_locator(ticker.MultipleLocator(0.1))
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)  # 20, 30, ... labelled too: the plot is read, not just seen
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.grid(True, which="both", alpha=0.35)
     ax.legend()
 
 
-def plot_qps(ax, qps: dict[str, tuple[float, float]]) -> None:
-    """Queries per second per server and generator on `ax`, log scale."""
-    ax.barh(list(qps), [value for value, _ in qps.values()])
-    ax.set(xscale="log", xlabel="queries per second", title=f"DNS throughput ({os.cpu_count()} cores)")
+def plot_qps(ax, qps: dict[str, tuple[float, float]], cores: int | None = None) -> None:
+    """Queries per second per server and generator on `ax`, log scale, each bar labelled."""
+    bars = ax.barh(list(qps), [value for value, _ in qps.values()])
+    ax.bar_label(bars, labels=[f" {value:,.0f}/s ({busy:.1f} cores busy)" for value, busy in qps.values()],
+                 fontsize=8)
+    ax.set(xscale="log", xlabel="queries per second",
+           title=f"DNS throughput ({cores or os.cpu_count()} cores)")
+    values = [value for value, _ in qps.values()]
+    ax.set_xlim(min(values) / 3, max(values) * 20)  # every bar visible, room for the labels
+    ax.grid(True, axis="x", which="both", alpha=0.35)
 
 
-def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], folder: Path) -> list[Path]:
+def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], folder: Path,
+          cores: int | None = None) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw, data in (("rtt_cdf.png", plot_rtt_cdf, samples), ("dns_qps.png", plot_qps, qps)):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        draw(ax, data)
+    for name, draw in (("rtt_cdf.png", lambda ax: plot_rtt_cdf(ax, samples)),
+                       ("dns_qps.png", lambda ax: plot_qps(ax, qps, cores))):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        draw(ax)
         fig.savefig(folder / name, dpi=100, bbox_inches="tight")
         written.append(folder / name)
     plt.close("all")
     return written
+
+
+def replot(results: Path) -> list[Path]:
+    """Draw the plots of a recorded run (a results JSON) again, beside it."""
+    data = json.loads(results.read_text())
+    qps = {source: (entry["qps"], entry["cores"]) for source, entry in data["qps"].items()}
+    return plots(data["rtt_us"], qps, results.parent, data["cpus"])
+
+
+def recorded_table(results: Path) -> str:
+    """The table of a recorded run (a results JSON), as `make bench` printed it."""
+    names = {field.name for field in fields(Figure)}
+    return table([Figure(**{k: v for k, v in f.items() if k in names})
+                  for f in json.loads(results.read_text())["figures"]])
 
 
 def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
@@ -315,4 +347,14 @@ def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
 
 
 if __name__ == "__main__":
-    run()
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bpflab.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="measure nothing: draw a recorded run's plots again and print its table")
+    args = parser.parse_args()
+    if args.replot:
+        print("\n".join(map(str, replot(args.replot))))
+        print(recorded_table(args.replot))
+    else:
+        run()

@@ -14,6 +14,7 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"
 HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
 HOOKS = ("xdp", "tc")
+KINDS = ("program", "questions")  # a BPF program to write, or a question set to answer
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,17 @@ class Lab:
 
     id: str
     title: str
-    program: str  # file name of the program, e.g. hello_xdp.c
-    entry: str  # entry function, e.g. hello_xdp
-    hook: str  # "xdp" or "tc"
+    program: str  # the file the student submits: hello_xdp.c, or measure_answers.toml
     points: int  # total points of the lab's graded suites, hidden tests included
     notebook: str  # notebook stem under notebooks/, e.g. 00-hello-xdp
+    entry: str = ""  # a program's entry function, e.g. hello_xdp
+    hook: str = ""  # a program's hook: "xdp" or "tc"
     hidden_points: int = 0  # the part of `points` graded by instructor-only tests
+    kind: str = "program"  # "questions": a TOML file of answers, no program
+
+    @property
+    def is_program(self) -> bool:
+        return self.kind == "program"
 
     @property
     def folder(self) -> Path:
@@ -35,8 +41,12 @@ class Lab:
 
     @property
     def reference(self) -> Path:
-        """The reference solution, with its solution regions marked."""
-        return BPF_DIR / self.program
+        """The reference solution, with its solution regions marked.
+
+        A program's is in bpf/. A question set's reference is its answer key, so it lives with
+        the instructor-only tests, which the student release leaves out.
+        """
+        return (BPF_DIR if self.is_program else HIDDEN_TESTS) / self.program
 
     @property
     def suite(self) -> Path:
@@ -66,8 +76,12 @@ def load_lab(lab_id: str) -> Lab:
         raise KeyError(f"no lab called {lab_id!r} (known labs: {known})")
     data = tomllib.loads(manifest.read_text())
     lab = Lab(**data)
-    if lab.id != lab_id or lab.hook not in HOOKS:
-        raise ValueError(f"{manifest}: id must be {lab_id!r} and hook one of {HOOKS}")
+    if lab.id != lab_id or lab.kind not in KINDS:
+        raise ValueError(f"{manifest}: id must be {lab_id!r} and kind one of {KINDS}")
+    if lab.is_program and (lab.hook not in HOOKS or not lab.entry):
+        raise ValueError(f"{manifest}: a program lab needs an entry and a hook, one of {HOOKS}")
+    if not lab.is_program and not lab.program.endswith(".toml"):
+        raise ValueError(f"{manifest}: a question set's answers are a .toml file")
     return lab
 
 
@@ -75,3 +89,8 @@ def all_labs() -> list[Lab]:
     """Every lab, in course order (by notebook number)."""
     ids = [p.parent.name for p in LABS_DIR.glob("*/lab.toml")]
     return sorted((load_lab(i) for i in ids), key=lambda lab: lab.notebook)
+
+
+def program_labs() -> list[Lab]:
+    """The labs whose submission is a BPF program (compiled, verified, attached)."""
+    return [lab for lab in all_labs() if lab.is_program]

@@ -9,17 +9,29 @@ In a reference program, a solution region is written
 and the starter keeps everything else, with the region replaced by `/* TODO: ... */` at the
 same indentation. A line `/* STARTER: code */` inside a region is a comment in the reference
 and becomes `code` in the starter: what a function must still do to compile and to pass every
-packet (`return XDP_PASS;`). Notebook cells tagged `solution` get the same treatment (see
-`release`).
+packet (`return XDP_PASS;`). A question set's answer key (TOML) marks its regions the same way
+in its own comments: `# SOLUTION: hint`, `# STARTER: key = ""`, `# END SOLUTION`. Notebook
+cells tagged `solution` get the same treatment (see `release`).
 """
 
 from __future__ import annotations
 
 import re
 
-BEGIN = re.compile(r"^(?P<indent>\s*)/\* SOLUTION: (?P<hint>.*?) \*/\s*$")
-END = re.compile(r"^\s*/\* END SOLUTION \*/\s*$")
-STARTER = re.compile(r"^(?P<indent>\s*)/\* STARTER: (?P<code>.*?) \*/\s*$")
+COMMENTS = (("/* ", " */"), ("# ", ""))  # C's and TOML's: a TODO keeps its region's syntax
+
+
+def marker(word: str) -> list[re.Pattern[str]]:
+    """`word` (SOLUTION:, STARTER:, END SOLUTION) as a whole-line comment in each syntax."""
+    return [re.compile(rf"^(?P<indent>\s*)(?P<open>{re.escape(opening)}){word}(?P<text>.*?)"
+                       rf"(?P<close>{re.escape(closing)})\s*$") for opening, closing in COMMENTS]
+
+
+def first_match(patterns: list[re.Pattern[str]], line: str) -> re.Match[str] | None:
+    return next((m for pattern in patterns if (m := pattern.match(line))), None)
+
+
+BEGIN, STARTER, END = marker("SOLUTION: "), marker("STARTER: "), marker("END SOLUTION")
 MIN_LEAK_LENGTH = 12  # shorter solution lines (`} else {`) are too generic to count as leaks
 BARE_VERDICT = re.compile(r"^return [A-Z_]+;$")
 
@@ -30,18 +42,18 @@ def split_regions(text: str) -> tuple[list[str], list[str]]:
     solution: list[str] = []
     inside = False
     for number, line in enumerate(text.splitlines(), 1):
-        begin, end = BEGIN.match(line), END.match(line)
+        begin, end, starter_line = (first_match(marks, line) for marks in (BEGIN, END, STARTER))
         if begin:
             if inside:
                 raise ValueError(f"line {number}: SOLUTION inside another SOLUTION region")
             inside = True
-            starter.append(f"{begin['indent']}/* TODO: {begin['hint']} */")
+            starter.append(f"{begin['indent']}{begin['open']}TODO: {begin['text']}{begin['close']}")
         elif end:
             if not inside:
                 raise ValueError(f"line {number}: END SOLUTION without SOLUTION")
             inside = False
-        elif inside and (starter_line := STARTER.match(line)):
-            starter.append(f"{starter_line['indent']}{starter_line['code']}")
+        elif inside and starter_line:
+            starter.append(f"{starter_line['indent']}{starter_line['text']}")
         elif inside:
             solution.append(line)
         else:

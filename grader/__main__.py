@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "list":
         for lab in all_labs():
-            print(f"{lab.id:12} {lab.hook:4} {lab.points:3} points  {lab.program:20} {lab.title}")
+            print(f"{lab.id:12} {lab.hook or lab.kind:9} {lab.points:3} points  {lab.program:22} {lab.title}")
         return 0
 
     try:

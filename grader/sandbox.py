@@ -12,7 +12,8 @@ The rules are simple enough to state in one message each:
   digraph `%:` (a second spelling of `#`) and no trigraphs.
 
 The program is then copied alone into a fresh folder for the compiler, so a quoted include
-cannot find another file of the submission either.
+cannot find another file of the submission either. A question set's answers file meets the same
+file rules and must parse as TOML; no compiler ever sees it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 
 from bpflab.labs import Lab
@@ -66,13 +68,25 @@ def read_program(lab: Lab, submission: Path) -> str:
     if not data.strip():
         raise Rejected(f"{lab.program} is empty.")
     if b"\0" in data:
-        raise Rejected(f"{lab.program} is a binary file (it holds NUL bytes); submit the C source.")
+        raise Rejected(f"{lab.program} is a binary file (it holds NUL bytes); submit the text file.")
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
         raise Rejected(f"{lab.program} is not UTF-8 text (byte {exc.start} is not).") from None
-    screen(text, lab)
+    if lab.is_program:
+        screen(text, lab)
+    else:
+        check_toml(text, lab)
     return text
+
+
+def check_toml(text: str, lab: Lab) -> None:
+    """Raise Rejected, with the parser's line and column, unless `text` is TOML."""
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise Rejected(f"{lab.program} is not valid TOML ({exc}): an answer is a number, or text "
+                       'in double quotes like "b".') from None
 
 
 def screen(text: str, lab: Lab) -> None:

@@ -75,7 +75,7 @@ CASES = {
     "incbin": Case(with_text(REFERENCE + 'asm(".incbin \\"/etc/shadow\\"");\n'), 0,
                    "inline assembly (`asm`) is not allowed."),
     "symlink-outside": Case(symlink_out, 0, "hello_xdp.c is a symbolic link; submit the file itself."),
-    "binary": Case(binary, 0, "hello_xdp.c is a binary file (it holds NUL bytes); submit the C source."),
+    "binary": Case(binary, 0, "hello_xdp.c is a binary file (it holds NUL bytes); submit the text file."),
     "oversized": Case(with_text(REFERENCE + "/*" + "x" * MAX_BYTES + "*/\n"), 0,
                       "hello_xdp.c is larger than 64 KiB, the limit for a program file."),
     "empty-folder": Case(lambda folder: None, 0, "The submission folder is empty: it must hold hello_xdp.c."),

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bpflab.labs import BPF_DIR, ROOT, all_labs, load_lab
+from bpflab.labs import ROOT, all_labs, load_lab
 from bpflab.starters import starter_source
 from tests.conftest import Graded, run_grader, submission_with
 
@@ -16,7 +16,7 @@ HELLO = load_lab("hello-xdp")
 
 @pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
 def test_reference_scores_full_marks(lab, tmp_path):
-    graded = run_grader(BPF_DIR, lab.id, tmp_path)
+    graded = run_grader(lab.reference.parent, lab.id, tmp_path)
     assert graded.exit_code == 0, graded.stderr
     assert f"Score: {lab.points}/{lab.points}" in graded.stdout, graded.stdout
     assert graded.results["score"] == graded.results["max_score"] == lab.points

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import tomllib
 
 import pytest
 
@@ -39,7 +40,10 @@ def test_there_are_labs():
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.id)
 def test_lab_has_every_part(lab):
     assert lab.reference.is_file()
-    assert f"int {lab.entry}(" in lab.reference.read_text()
+    if lab.is_program:
+        assert f"int {lab.entry}(" in lab.reference.read_text()
+    else:
+        assert tomllib.loads(lab.reference.read_text()), "a question set's key holds the answers"
     assert lab.suite.is_file()
     assert (lab.folder / "README.md").is_file()
     assert (NOTEBOOKS_DIR / f"{lab.notebook}.py").is_file()
@@ -64,3 +68,14 @@ def test_handout_grading_table_matches_the_suite(lab):
 def test_unknown_lab_names_the_known_ones():
     with pytest.raises(KeyError, match="hello-xdp"):
         load_lab("no-such-lab")
+
+
+def test_measure_handout_shows_the_recorded_run():
+    """The handout's table is the recorded run's, so questions, plots and table agree."""
+    from bpflab.bench import recorded_table
+
+    lab = load_lab("measure")
+    handout = (lab.folder / "README.md").read_text()
+    shown = handout.split("<!-- recorded-table -->")[1].strip().removeprefix("```").removesuffix("```")
+    assert shown.strip("\n") == recorded_table(lab.folder / "bench.json")
+    assert all((lab.folder / png).is_file() for png in ("rtt_cdf.png", "dns_qps.png"))

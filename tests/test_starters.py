@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
-from bpflab.labs import all_labs
+from bpflab.labs import all_labs, program_labs
 from bpflab.programs import load
 from bpflab.starters import split_regions, starter_source, telltale_lines
 
@@ -36,9 +38,28 @@ def test_unbalanced_markers_are_refused(broken):
         split_regions(broken)
 
 
-@pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
+@pytest.mark.parametrize("lab", program_labs(), ids=lambda lab: lab.id)
 def test_starter_compiles_and_verifies(lab, tmp_path):
     source = tmp_path / lab.program
     source.write_text(starter_source(lab.reference.read_text()))
     assert "TODO" in source.read_text()
     load(source, lab.entry, lab.hook).close()
+
+
+TOML_REFERENCE = """# 1. the answer?
+# SOLUTION: think
+answer = 42
+# STARTER: answer = ""
+# END SOLUTION
+"""
+
+
+def test_toml_regions_keep_their_comment_syntax():
+    assert starter_source(TOML_REFERENCE) == '# 1. the answer?\n# TODO: think\nanswer = ""\n'
+
+
+@pytest.mark.parametrize("lab", [lab for lab in all_labs() if not lab.is_program], ids=lambda lab: lab.id)
+def test_question_starter_is_every_key_unanswered(lab):
+    key = tomllib.loads(lab.reference.read_text())
+    starter = tomllib.loads(starter_source(lab.reference.read_text()))
+    assert key and set(starter) == set(key) and set(starter.values()) == {""}

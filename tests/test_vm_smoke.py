@@ -18,7 +18,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from bpflab import vmsmoke
-from bpflab.labs import ROOT, all_labs
+from bpflab.labs import ROOT, program_labs
 
 RUN_SECONDS = 900  # a cold run took 7 minutes on this 2-core machine while other suites ran
 
@@ -114,7 +114,7 @@ def pings(received: int = 10) -> dict[str, vmsmoke.PingResult]:
 
 def test_every_lab_reference_and_tool_is_checked_and_only_the_echo_attached():
     found = {target.entry: target for target in vmsmoke.targets()}
-    assert {lab.entry for lab in all_labs()} | {"dns_query_generator", "dns_reply_counter"} == set(found)
+    assert {lab.entry for lab in program_labs()} | {"dns_query_generator", "dns_reply_counter"} == set(found)
     assert [entry for entry, target in found.items() if target.attach] == ["xdp_icmp_echo"]
     assert vmsmoke.PROG_TYPES[found["tc_icmp_echo"].hook] == vmsmoke.BPF_PROG_TYPE_SCHED_CLS
 

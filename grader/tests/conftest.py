@@ -2,26 +2,35 @@
 
 A suite module names its lab (`LAB = "hello-xdp"`); the program is compiled and loaded once per
 module and shared by its tests, and the topology is built once per module too. A program that
-does not compile or load fails every test of the module with the same plain-words message.
+does not compile or load fails every test of the module with the same plain-words message. A
+question set's suites read the submission's answers file instead (`answers`).
 """
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from bpflab.labs import BPF_DIR, Lab, load_lab
+from bpflab.labs import Lab, load_lab
 from bpflab.programs import Program, ProgramError, attach, load
 from bpflab.topology import Topology
+from grader.checks import fail
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--submission", default=str(BPF_DIR), help="folder holding the lab's program file")
+    parser.addoption("--submission", help="folder holding the lab's file (default: the lab's reference)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "points(n): the points a graded test is worth")
+
+
+def submitted(request: pytest.FixtureRequest, lab: Lab) -> Path:
+    """The lab's file in the submission folder, or the reference when no folder is given."""
+    folder = request.config.getoption("--submission")
+    return Path(folder) / lab.program if folder else lab.reference
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def loaded() -> dict[str, Program | ProgramError]:
 def program(request: pytest.FixtureRequest, lab: Lab, loaded: dict[str, Program | ProgramError]) -> Program:
     """The submission's program, compiled and loaded once per lab, for all its modules."""
     if lab.id not in loaded:
-        source = Path(request.config.getoption("--submission")) / lab.program
+        source = submitted(request, lab)
         try:
             if not source.is_file():
                 raise ProgramError("compile", f"The submission has no file called {lab.program}.")
@@ -67,3 +76,15 @@ def attached(program: Program, topology: Topology) -> Program:
     """The program attached on the server's veth (native XDP, or TC ingress)."""
     attach(program, topology.server.netns, topology.server.ifname)
     return program
+
+
+@pytest.fixture(scope="module")
+def answers(request: pytest.FixtureRequest, lab: Lab) -> dict:
+    """A question set's answers: the submission's TOML file, read once per module."""
+    path = submitted(request, lab)
+    if not path.is_file():
+        fail(f"The submission has no file called {lab.program}.")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        fail(f"{lab.program} is not valid TOML: {exc}.")
