@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BPF_DIR = ROOT / "bpf"
 BPF_INCLUDE = BPF_DIR / "include"
+BPF_TOOLS = BPF_DIR / "tools"  # the benchmark's programs: a DNS load generator and an answer counter
 LABS_DIR = ROOT / "labs"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"

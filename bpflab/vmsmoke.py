@@ -59,7 +59,7 @@ from pathlib import Path
 
 from pyroute2 import netns
 
-from bpflab.labs import BPF_DIR, program_labs
+from bpflab.labs import BPF_TOOLS, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError, existing_netns
 from bpflab.topology import NUD_PERMANENT, PingResult, _raise_interrupt, pid_alive, run_in, sysctl
 
@@ -208,7 +208,7 @@ class Target:
 def targets() -> list[Target]:
     """Every lab's reference, in course order, then the benchmark's XDP tools."""
     labs = [Target(lab.reference, lab.entry, lab.hook, attach=lab.id == LAB) for lab in program_labs()]
-    return labs + [Target(BPF_DIR / "tools" / name, entry, "xdp", cflags) for name, entry, cflags in TOOLS]
+    return labs + [Target(BPF_TOOLS / name, entry, "xdp", cflags) for name, entry, cflags in TOOLS]
 
 
 class MapInfo(ctypes.Structure):

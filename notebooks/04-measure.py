@@ -27,12 +27,18 @@
 # 2. cost under real traffic, from the kernel's own accounting (`bpf_stats`);
 # 3. latency: ping round trips for the kernel, XDP and TC echo, interleaved, as CDFs;
 # 4. throughput: the XDP DNS fast path against NSD and the Python server, with dnsperf and with
-#    an in-kernel load generator.
+#    an in-kernel load generator;
+# 5. the graded part: questions on reading one recorded run's plots and table.
+#
+# It measures your own programs from labs 1-3 (the references, in the course's repository).
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 
 from bpflab import bench, dns_answers, dns_records, echo, measure, testrun
+from bpflab.labs import load_lab
 from bpflab.programs import XDP_VERDICTS
 
 SIZES = bench.SHORT  # make bench uses bench.FULL: ten times the samples
@@ -40,6 +46,9 @@ programs = {lab: bench.load_program(lab) for lab in ("xdp-icmp", "tc-icmp", "xdp
 for program in programs.values():
     echo.configure(program)
 dns_answers.load_map(programs["xdp-dns"], dns_records.load())
+for lab in bench.not_answering(programs):  # a release measures your programs, from labs 1-3
+    print(f"Your {lab} program does not answer yet: its figures below time what it does instead "
+          "(passing). Finish that lab for figures that mean something.")
 
 # %% [markdown]
 # ## 1 · In-kernel cost, and the buffer that is not reset
@@ -112,3 +121,23 @@ for program in programs.values():
 # because dnsperf itself (sockets, one process per thread) is the bottleneck, with both cores
 # busy. Only the in-kernel generator shows what the fast path can do. The Python server is
 # limited by one interpreter. `make bench` prints these figures with the targets as ratios.
+
+# %% [markdown]
+# ## 5 · The graded questions: one recorded run
+#
+# Your figures above are your machine's and change from run to run. The lab's questions are
+# about one recorded `make bench` run instead, the same for everybody: `labs/measure/bench.json`,
+# drawn here with the same functions. Answer them in `labs/measure/measure_answers.toml`, then
+# check questions 1-7 with `make check LAB=measure`.
+
+# %%
+measure_lab = load_lab("measure")
+recorded = json.loads((measure_lab.folder / "bench.json").read_text())
+fig, (rtt_ax, qps_ax) = plt.subplots(2, 1, figsize=(8, 9))
+bench.plot_rtt_cdf(rtt_ax, recorded["rtt_us"])
+bench.plot_qps(qps_ax, {source: (entry["qps"], entry["cores"]) for source, entry in recorded["qps"].items()},
+               recorded["cpus"])
+fig.tight_layout()
+plt.show()
+print(f"recorded {recorded['when']} on {recorded['cpus']} cores, Linux {recorded['kernel']}\n")
+print(bench.recorded_table(measure_lab.folder / "bench.json"))

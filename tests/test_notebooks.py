@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 from bpflab.labs import NOTEBOOKS_DIR, ROOT, all_labs
 
-# Every lab's notebook, and every other one (04-measure belongs to no single lab).
+# Every lab's notebook, and any other one.
 NOTEBOOKS = sorted({lab.notebook for lab in all_labs()} | {path.stem for path in NOTEBOOKS_DIR.glob("*.py")})
 CELL_TIMEOUT = 300
 ARTIFACTS = ROOT / "artifacts" / "notebooks"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,28 @@ def test_release_has_no_hidden_test(release):
     leaks = [(str(path.relative_to(release)), word) for path, text in release_texts(release)
              for word in names | docstrings if word in text]
     assert not leaks, f"hidden tests in the release: {leaks}"
+
+
+RUN_NOTEBOOK = """
+import sys
+import nbformat
+from nbclient import NotebookClient
+notebook = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(notebook, timeout=300, kernel_name="python3",
+               resources={"metadata": {"path": sys.argv[2]}}).execute()
+print("".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])))
+"""
+
+
+@pytest.mark.slow
+def test_measure_notebook_runs_in_the_release_against_the_starters(release):
+    """Notebook 04 has nothing to fill in: a student runs it as it is, with unfinished labs too."""
+    notebooks = release / "notebooks"
+    env = {**os.environ, "PYTHONPATH": str(release)}  # the release's runtime, not this checkout's
+    done = subprocess.run([sys.executable, "-c", RUN_NOTEBOOK, str(notebooks / "04-measure.ipynb"),
+                           str(notebooks)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for lab in ("xdp-icmp", "tc-icmp", "xdp-dns"):
+        assert f"Your {lab} program does not answer yet" in done.stdout
+    assert "not in the student release" in done.stdout  # the bench's own tools stay out
+    assert "recorded 2026-" in done.stdout
