@@ -28,7 +28,7 @@ doctor: provision ## Check this machine for what the labs need, with a fix for e
 grade: provision ## Grade SUBMISSION (a folder, default: the references in bpf/) on LAB
 	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB) --results results.json
 
-check: provision ## Grade your own file, labs/LAB/<program>.c: make check LAB=hello-xdp
+check: provision ## Grade your own file in labs/LAB/ (its program, or answers): make check LAB=hello-xdp
 	$(PY) -m grader grade labs/$(LAB) --lab $(LAB)
 
 release: provision ## Build the student release (starters, handouts, public tests) in dist/student
