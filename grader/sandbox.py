@@ -87,6 +87,9 @@ def check_toml(text: str, lab: Lab) -> None:
     except tomllib.TOMLDecodeError as exc:
         raise Rejected(f"{lab.program} is not valid TOML ({exc}): an answer is a number, or text "
                        'in double quotes like "b".') from None
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise Rejected(f"{lab.program} nests arrays or tables too deeply; an answer is a number, or "
+                       'text in double quotes like "b".') from None
 
 
 def screen(text: str, lab: Lab) -> None:

@@ -175,3 +175,38 @@ def test_broken_dns_servers_lose_the_points_of_what_they_break(name, tmp_path):
     graded = grade_variant(load_lab("xdp-dns"), name, edits, tmp_path)
     lost = {test["name"] for test in graded.results["tests"] if test["score"] < test["max_score"]}
     assert lost == failing, graded.stdout
+
+
+# Answer files for the question set: each with its score and words its feedback must contain.
+MEASURE = load_lab("measure")
+MEASURE_CASES = {
+    "not-toml": ("kernel_p90_us = 40 µs\n", 0, "is not valid TOML"),
+    "nested-too-deeply": ("x = " + "[" * 30000 + "]" * 30000 + "\n", 0, "nests arrays or tables too deeply"),
+    "some-right-some-wrong": (
+        {"kernel_p90_us": '"39"', "xdp_within_20us": "0.9", "highest_median": '"KERNEL"',
+         "tc_echo_above_floor_ns": "541", "dnsperf_limit": '"a"', "veth_rtt": '"e"',
+         "repeats_time": '"b"', "stats_vs_testrun": "inf"},
+        6, "must be one of 'a', 'b', 'c', 'd'; it is 'e'"),  # right: highest_median, tc_echo, repeats
+}
+
+
+@pytest.mark.parametrize("name", MEASURE_CASES)
+def test_question_set_answers_are_scored_and_explained(name, tmp_path):
+    """Bad files score 0 with the reason; answers score one by one, a blank or wrong one explained."""
+    answers, score, words = MEASURE_CASES[name]
+    text = answers
+    if isinstance(answers, dict):
+        text = starter_source(MEASURE.reference.read_text())
+        for key, value in answers.items():
+            assert f'\n{key} = ""\n' in text
+            text = text.replace(f'\n{key} = ""\n', f"\n{key} = {value}\n")
+    graded = run_grader(submission_with(tmp_path, MEASURE.program, text), MEASURE.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    assert graded.results["score"] == score, graded.stdout
+    assert words in graded.stdout, graded.stdout
+    assert all(test["output"] for test in graded.results["tests"] if test["score"] == 0)
+    if isinstance(answers, dict):
+        assert "is not answered yet: put your answer after `generator_over_dnsperf =`" in graded.stdout
+        assert "0.9 is more than 15% away from what the data show" in graded.stdout
+        assert "`kernel_p90_us` must be a plain number" in graded.stdout  # "39" is text
+        assert "'a' is not the answer. dnsperf is a user-space client" in graded.stdout
