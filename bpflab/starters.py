@@ -22,7 +22,7 @@ COMMENTS = (("/* ", " */"), ("# ", ""))  # C's and TOML's: a TODO keeps its regi
 
 
 def marker(word: str) -> list[re.Pattern[str]]:
-    """`word` (SOLUTION:, STARTER:, END SOLUTION) as a whole-line comment in each syntax."""
+    """`word` (SOLUTION: or STARTER:) and its text, as a whole-line comment in each syntax."""
     return [re.compile(rf"^(?P<indent>\s*)(?P<open>{re.escape(opening)}){word}(?P<text>.*?)"
                        rf"(?P<close>{re.escape(closing)})\s*$") for opening, closing in COMMENTS]
 
@@ -31,7 +31,9 @@ def first_match(patterns: list[re.Pattern[str]], line: str) -> re.Match[str] | N
     return next((m for pattern in patterns if (m := pattern.match(line))), None)
 
 
-BEGIN, STARTER, END = marker("SOLUTION: "), marker("STARTER: "), marker("END SOLUTION")
+BEGIN, STARTER = marker("SOLUTION: "), marker("STARTER: ")
+END = [re.compile(rf"^\s*{re.escape(opening)}END SOLUTION{re.escape(closing)}\s*$")
+       for opening, closing in COMMENTS]
 MIN_LEAK_LENGTH = 12  # shorter solution lines (`} else {`) are too generic to count as leaks
 BARE_VERDICT = re.compile(r"^return [A-Z_]+;$")
 

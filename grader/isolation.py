@@ -79,7 +79,7 @@ def grade(lab: Lab, submission: Path, limits: Limits = Limits(), hidden: bool = 
     except Rejected as exc:
         return zero(lab, submission, str(exc), hidden)
     with tempfile.TemporaryDirectory(prefix="bpflab-submission-") as folder:
-        (Path(folder) / lab.program).write_text(text)
+        (Path(folder) / lab.program).write_text(text, encoding="utf-8")
         result = Supervisor(lab, Path(folder), limits, hidden, stop).run()
     result.submission = submission
     return result

@@ -25,12 +25,22 @@ def gradescope_test(test: TestResult, prefix: str = "") -> dict:
     }
 
 
+def public_line(result: LabResult) -> str:
+    """`lab: score/max` over the public tests only: a visible total that counted hidden tests would
+    tell a student how the hidden ones went, an oracle for multiple-choice questions."""
+    public = [t for t in result.tests if not t.hidden]
+    line = f"{result.lab.id}: {sum(t.score for t in public):g}/{sum(t.max_score for t in public):g}"
+    hidden = sum(t.max_score for t in result.tests if t.hidden)
+    return line + (f" (and {hidden:g} points of instructor-only tests, shown when grades are published)"
+                   if hidden else "")
+
+
 def gradescope(result: LabResult) -> dict:
     """The Gradescope autograder results format (score, per-test name/score/max_score/output)."""
     out = {
         "score": result.score,
         "max_score": result.max_score,
-        "output": result.problem or f"{result.lab.id}: {result.score:g}/{result.max_score:g}",
+        "output": result.problem or public_line(result),
         "tests": [gradescope_test(test) for test in result.tests],
     }
     if result.leaderboard:
@@ -43,7 +53,7 @@ def gradescope_student(results: list[LabResult]) -> dict:
     out = {
         "score": sum(r.score for r in results),
         "max_score": sum(r.max_score for r in results),
-        "output": "\n".join(f"{r.lab.id}: {r.score:g}/{r.max_score:g}" for r in results),
+        "output": "\n".join(public_line(r) for r in results),
         "tests": [gradescope_test(test, f"{r.lab.id}: ") for r in results for test in r.tests],
     }
     entries = [entry | {"name": f"{r.lab.id}: {entry['name']}"} for r in results for entry in r.leaderboard]

@@ -70,7 +70,7 @@ def read_program(lab: Lab, submission: Path) -> str:
     if b"\0" in data:
         raise Rejected(f"{lab.program} is a binary file (it holds NUL bytes); submit the text file.")
     try:
-        text = data.decode()
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark is not part of the text
     except UnicodeDecodeError as exc:
         raise Rejected(f"{lab.program} is not UTF-8 text (byte {exc.start} is not).") from None
     if lab.is_program:

@@ -55,8 +55,9 @@ for lab in bench.not_answering(programs):  # a release measures your programs, f
 #
 # `BPF_PROG_TEST_RUN` runs a program `repeat` times on one frame and reports the mean time per
 # run. But it hands each repeat the frame **as the previous run left it**. A DNS hit turns the
-# query into an answer; the second run then sees a response (QR = 1) and passes it. Ask for
-# two repeats of a hit and look at the verdict:
+# query into an answer; the second run then sees the answer it wrote (addresses and ports
+# swapped, QR = 1) and passes it at its first check. Ask for two repeats of a hit and look at
+# the verdict:
 
 # %%
 hit = dns_answers.query_frame("www.lab.example")
@@ -117,9 +118,11 @@ for program in programs.values():
     program.close()
 
 # %% [markdown]
-# Reading the plot: dnsperf gives about the same figure for the XDP fast path and for NSD,
-# because dnsperf itself (sockets, one process per thread) is the bottleneck, with both cores
-# busy. Only the in-kernel generator shows what the fast path can do. The Python server is
+# Reading the plot: dnsperf gives a figure for the XDP fast path not far above NSD's, because
+# the client side is the bottleneck: dnsperf's threads, and the kernel's socket and packet
+# work for every query sent and every answer received, on the same cores as the server, cost
+# far more per query than the XDP answer. Only the in-kernel generator, which skips sockets
+# and packet buffers at both ends, shows what the fast path can do. The Python server is
 # limited by one interpreter. `make bench` prints these figures with the targets as ratios.
 
 # %% [markdown]

@@ -182,6 +182,7 @@ MEASURE = load_lab("measure")
 MEASURE_CASES = {
     "not-toml": ("kernel_p90_us = 40 µs\n", 0, "is not valid TOML"),
     "nested-too-deeply": ("x = " + "[" * 30000 + "]" * 30000 + "\n", 0, "nests arrays or tables too deeply"),
+    "byte-order-mark": ("\ufeff" + MEASURE.reference.read_text(), MEASURE.points, "Score: 22/22"),
     "some-right-some-wrong": (
         {"kernel_p90_us": '"39"', "xdp_within_20us": "0.9", "highest_median": '"KERNEL"',
          "tc_echo_above_floor_ns": "541", "dnsperf_limit": '"a"', "veth_rtt": '"e"',
@@ -209,4 +210,4 @@ def test_question_set_answers_are_scored_and_explained(name, tmp_path):
         assert "is not answered yet: put your answer after `generator_over_dnsperf =`" in graded.stdout
         assert "0.9 is more than 15% away from what the data show" in graded.stdout
         assert "`kernel_p90_us` must be a plain number" in graded.stdout  # "39" is text
-        assert "'a' is not the answer. dnsperf is a user-space client" in graded.stdout
+        assert "'a' is not the answer. The client side is the bottleneck" in graded.stdout

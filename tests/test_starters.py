@@ -31,7 +31,8 @@ def test_telltale_lines_are_the_solution_only():
 
 @pytest.mark.parametrize(
     "broken",
-    ["/* SOLUTION: a */\n/* SOLUTION: b */\n", "/* END SOLUTION */\n", "/* SOLUTION: never closed */\nx;\n"],
+    ["/* SOLUTION: a */\n/* SOLUTION: b */\n", "/* END SOLUTION */\n", "/* SOLUTION: never closed */\nx;\n",
+     "# SOLUTION: a\nx = 1\n# END SOLUTIONS\n", "/* SOLUTION: a */\nx;\n/* END SOLUTION x */\n"],
 )
 def test_unbalanced_markers_are_refused(broken):
     with pytest.raises(ValueError):

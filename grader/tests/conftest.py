@@ -85,6 +85,6 @@ def answers(request: pytest.FixtureRequest, lab: Lab) -> dict:
     if not path.is_file():
         fail(f"The submission has no file called {lab.program}.")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         fail(f"{lab.program} is not valid TOML: {exc}.")

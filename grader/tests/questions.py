@@ -24,13 +24,16 @@ def answer(answers: dict, key: str, question: int) -> object:
     return value
 
 
-def expect_number(answers: dict, key: str, question: int, truth: float, tolerance: float, hint: str) -> None:
-    """A number within `tolerance` (a fraction) of `truth`."""
+def expect_number(answers: dict, key: str, question: int, truth: float | tuple[float, float],
+                  tolerance: float, hint: str) -> None:
+    """A number within `tolerance` (a fraction) of `truth`, or of a range of true values (where
+    the data allow two readings, as a CDF's vertical step at a whole microsecond does)."""
     value = answer(answers, key, question)
     if isinstance(value, bool) or not isinstance(value, int | float):
         fail(f"Question {question}: `{key}` must be a plain number, without quotes or a unit; "
              f"it is {value!r}.")
-    expect(math.isfinite(value) and abs(value - truth) <= tolerance * abs(truth),
+    low, high = truth if isinstance(truth, tuple) else (truth, truth)
+    expect(math.isfinite(value) and low - tolerance * abs(low) <= value <= high + tolerance * abs(high),
            f"Question {question}: {value:g} is more than {tolerance:.0%} away from what the data "
            f"show. {hint}")
 

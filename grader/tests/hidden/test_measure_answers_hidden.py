@@ -20,15 +20,16 @@ CHOICES = ("a", "b", "c", "d")
 
 @pytest.fixture(scope="module")
 def key(lab: Lab) -> dict:
-    return tomllib.loads(lab.reference.read_text())
+    return tomllib.loads(lab.reference.read_text(encoding="utf-8"))
 
 
 @points(2)
 def test_q8_the_load_generator_limits_dnsperf(answers: dict, key: dict) -> None:
     """Question 8: what caps the XDP fast path's rate under dnsperf."""
     expect_choice(answers, "dnsperf_limit", 8, key["dnsperf_limit"], CHOICES,
-                  "dnsperf is a user-space client on the same two cores: it runs out of CPU first. "
-                  "The in-kernel generator, which costs far less per query, got about 13 times more "
+                  "The client side is the bottleneck: dnsperf's threads and the kernel's socket and "
+                  "packet work for every query and answer share the two cores with the server. The "
+                  "in-kernel generator, which skips sockets at both ends, got about 13 times more "
                   "answers out of the same program.")
 
 
@@ -37,7 +38,8 @@ def test_q9_repeats_time_the_pass_path(answers: dict, key: dict) -> None:
     """Question 9: which path a mean over many test-run repeats of a hit times."""
     expect_choice(answers, "repeats_time", 9, key["repeats_time"], CHOICES,
                   "Test-run hands each repeat the frame as the previous run left it: after the first "
-                  "answer the frame is a response (QR = 1), which the program passes.")
+                  "answer the frame is that answer (addresses swapped, QR = 1), which the program "
+                  "passes at its first check.")
 
 
 @points(2)
