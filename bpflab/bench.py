@@ -324,18 +324,15 @@ def plots(samples: dict[str, list[float]], qps: dict[str, tuple[float, float]], 
     return written
 
 
-def replot(results: Path) -> list[Path]:
-    """Draw the plots of a recorded run (a results JSON) again, beside it."""
-    data = json.loads(results.read_text())
-    qps = {source: (entry["qps"], entry["cores"]) for source, entry in data["qps"].items()}
-    return plots(data["rtt_us"], qps, results.parent, data["cpus"])
+def recorded_qps(recorded: dict) -> dict[str, tuple[float, float]]:
+    """A recorded run's throughput (the JSON `run` writes) as `plot_qps` takes it."""
+    return {source: (entry["qps"], entry["cores"]) for source, entry in recorded["qps"].items()}
 
 
-def recorded_table(results: Path) -> str:
-    """The table of a recorded run (a results JSON), as `make bench` printed it."""
+def recorded_figures(recorded: dict) -> list[Figure]:
+    """A recorded run's figures, for `table`."""
     names = {field.name for field in fields(Figure)}
-    return table([Figure(**{k: v for k, v in f.items() if k in names})
-                  for f in json.loads(results.read_text())["figures"]])
+    return [Figure(**{k: v for k, v in f.items() if k in names}) for f in recorded["figures"]]
 
 
 def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
@@ -378,7 +375,9 @@ if __name__ == "__main__":
                         help="measure nothing: draw a recorded run's plots again and print its table")
     args = parser.parse_args()
     if args.replot:
-        print("\n".join(map(str, replot(args.replot))))
-        print(recorded_table(args.replot))
+        recorded = json.loads(args.replot.read_text())
+        print("\n".join(map(str, plots(recorded["rtt_us"], recorded_qps(recorded), args.replot.parent,
+                                         recorded["cpus"]))))
+        print(table(recorded_figures(recorded)))
     else:
         run()
