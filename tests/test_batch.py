@@ -19,12 +19,13 @@ import pytest
 
 from bpflab.labs import ROOT, load_lab
 from grader import cgroup
-from tests.conftest import grading_child
+from tests.conftest import grading_child, submission_with
 from tests.hostile import CANARY_ENV, CASES, COMPILE_LIMIT, LAB, make_hostile_class
-from tests.test_topology import wait_for_namespaces
+from tests.test_topology import namespaces_of, wait_for_namespaces
 
 XDP_ICMP = load_lab("xdp-icmp")
 REFERENCE_STUDENT = "reference-with-cheating-conftest"
+STALL_LIMIT = 30  # seconds; lab 0 reaches its topology in about 5
 
 
 def batch(submissions: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
@@ -118,17 +119,30 @@ def test_class_outputs(graded):
 
 
 def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
-    folder = tmp_path / "submission"
-    folder.mkdir()
-    (folder / LAB.program).write_text(LAB.reference.read_text())
+    """A run that hangs is stopped at its limit; the tests it finished keep their points.
+
+    A reference run of lab 0 takes a few seconds, so no limit makes it overrun reliably. Instead
+    the graded child is frozen (SIGSTOP) once it has built its topology: by then the three
+    test-run tests (5 points) have finished and the ping tests have not. That is a hang, as a
+    stuck test would be, at a known point: the grader must stop the run, score what it heard,
+    and remove the frozen child's namespaces.
+    """
+    folder = submission_with(tmp_path, LAB.program, LAB.reference.read_text())
     results = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "grader", "grade", str(folder), "--lab", LAB.id,
-                           "--time-limit", "5", "--results", str(results)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    data = json.loads(results.read_text())
-    assert data["score"] < LAB.points
-    assert any("went past its time limit of 5 s" in t["output"] for t in data["tests"]), done.stdout
+    grader = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(folder), "--lab", LAB.id,
+                               "--time-limit", str(STALL_LIMIT), "--results", str(results)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = grading_child(grader.pid)
+    wait_for_namespaces(child)
+    os.kill(child, signal.SIGSTOP)
+    stdout, stderr = grader.communicate(timeout=STALL_LIMIT + 60)
+    assert grader.returncode == 0, stderr
+    tests = json.loads(results.read_text())["tests"]  # in the suite's order
+    finished, stopped = tests[:3], tests[3:]
+    assert all(t["score"] == t["max_score"] for t in finished), stdout
+    assert len(stopped) == 2 and all(t["score"] == 0 for t in stopped), stdout
+    assert all(f"went past its time limit of {STALL_LIMIT} s" in t["output"] for t in stopped), stdout
+    assert not namespaces_of(child)
 
 
 def test_ctrl_c_stops_a_batch_and_leaves_nothing(tmp_path):
