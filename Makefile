@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB ?= hello-xdp
-SUBMISSION ?= bpf
+SUBMISSION ?=
 export ANSIBLE_CONFIG := provisioning/ansible.cfg
 
 .PHONY: help provision lab test doctor grade check release lint clean vm-smoke bench
@@ -25,7 +25,7 @@ test: provision ## Provision, then run the whole suite (package tests, graded re
 doctor: provision ## Check this machine for what the labs need, with a fix for each problem
 	$(PY) -m bpflab doctor
 
-grade: provision ## Grade SUBMISSION (a folder, default: the references in bpf/) on LAB
+grade: provision ## Grade SUBMISSION (a folder; default: LAB's reference, or its answer key) on LAB
 	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB) --results results.json
 
 check: provision ## Grade your own file in labs/LAB/ (its program, or answers): make check LAB=hello-xdp

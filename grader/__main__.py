@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("grade", help="grade one submission folder on one lab")
-    one.add_argument("submission", type=Path, help="folder holding the lab's program file")
+    one.add_argument("submission", type=Path, nargs="?",
+                     help="folder holding the lab's program file (default: the lab's reference)")
     one.add_argument("--lab", required=True, help="lab id, e.g. hello-xdp (see `list`)")
     one.add_argument("--results", type=Path, help="write Gradescope results.json here")
     add_limits(one)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         lab = load_lab(args.lab)
     except KeyError as exc:
         parser.error(str(exc.args[0]))
+    if args.submission is None:
+        args.submission = lab.reference.parent
     if not args.submission.is_dir():
         parser.error(f"{args.submission} is not a folder (a submission is a folder holding {lab.program})")
     prepare()

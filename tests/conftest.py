@@ -49,11 +49,12 @@ class Graded:
     results: dict
 
 
-def run_grader(submission: Path, lab: str, tmp_path: Path) -> Graded:
-    """Grade through the real CLI, as a student or CI would."""
+def run_grader(submission: Path | None, lab: str, tmp_path: Path) -> Graded:
+    """Grade through the real CLI, as a student or CI would; no submission grades the reference."""
     results = tmp_path / "results.json"
+    folder = [str(submission)] if submission else []
     done = subprocess.run(
-        [sys.executable, "-m", "grader", "grade", str(submission), "--lab", lab, "--results", str(results)],
+        [sys.executable, "-m", "grader", "grade", *folder, "--lab", lab, "--results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     data = json.loads(results.read_text()) if results.exists() else {}
