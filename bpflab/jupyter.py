@@ -25,6 +25,7 @@ def command(port: int, notebooks: Path) -> list[str]:
         sys.executable, "-m", "jupyterlab",
         "--ServerApp.ip=127.0.0.1",  # never reachable from another machine
         f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",  # that port or none: a caller waits on it
         f"--ServerApp.root_dir={notebooks}",
         "--ServerApp.open_browser=False",
         "--allow-root",  # BPF needs root, and so do the kernels that load programs

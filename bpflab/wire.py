@@ -7,6 +7,7 @@ arrives, so a test sees exactly what the server sent back.
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import time
@@ -35,8 +36,17 @@ class Wire:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, frame: bytes) -> None:
-        self.sock.send(frame)
+    def send(self, frame: bytes) -> bool:
+        """Send `frame`; False if the kernel dropped it for a full queue. A veth has no qdisc, so
+        when the peer's receive ring is full (its softirq had no CPU for a moment) the frame is
+        dropped and the socket says ENOBUFS, as a wire would lose it."""
+        try:
+            self.sock.send(frame)
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            return False
+        return True
 
     def receive(self, quiet: float = 0.2, limit: float = 10.0) -> list[bytes]:
         """Every frame that arrives until none has for `quiet` seconds (at most `limit`)."""

@@ -26,6 +26,7 @@ from bpflab.topology import pid_alive
 MEMORY_LIMIT = 1 << 30  # a graded run (pytest, scapy, BCC) peaks near 300 MB
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NAME = re.compile(r"^bpflab-grade-(\d+)-\d+$")
+REMOVE_SECONDS = 30  # killed processes leave the cgroup once reaped: a moment, more on a loaded machine
 _counter = itertools.count()
 
 
@@ -98,7 +99,7 @@ class MemoryCgroup:
         """Remove the cgroup once its processes are gone (they may take a moment to be reaped)."""
         if self.path is None:
             return
-        for _ in range(50):
+        for _ in range(int(REMOVE_SECONDS / 0.1)):
             try:
                 self.path.rmdir()
                 return

@@ -138,10 +138,14 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
     stdout, stderr = grader.communicate(timeout=STALL_LIMIT + 60)
     assert grader.returncode == 0, stderr
     tests = json.loads(results.read_text())["tests"]  # in the suite's order
-    finished, stopped = tests[:3], tests[3:]
+    message = f"went past its time limit of {STALL_LIMIT} s"
+    stopped = [t for t in tests if message in t["output"]]
+    finished = [t for t in tests if t not in stopped]
+    # The freeze lands during the ping tests (the first, or on a slow poll the second): what
+    # came before keeps its points, the rest has none and says why.
+    assert len(finished) >= 3 and tests[:len(finished)] == finished, stdout
     assert all(t["score"] == t["max_score"] for t in finished), stdout
-    assert len(stopped) == 2 and all(t["score"] == 0 for t in stopped), stdout
-    assert all(f"went past its time limit of {STALL_LIMIT} s" in t["output"] for t in stopped), stdout
+    assert stopped and all(t["score"] == 0 for t in stopped), stdout
     assert not namespaces_of(child)
 
 

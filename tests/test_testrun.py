@@ -81,7 +81,9 @@ def test_live_frames_mode_sends_real_frames():
             sent = delta(topo.client, "tx_queue_0_xdp_xmit")
             refused = delta(topo.client, "tx_queue_0_xdp_xmit_errors")
             assert sent + refused == count, (sent, refused)
-            assert sent >= count // 10, (sent, refused)
+            # The ring (256 frames) starts empty, so the first batch (live_frames sends 64 at a
+            # time) always goes out; how many more do depends on when the peer's NAPI runs.
+            assert sent >= 64, (sent, refused)
             # The peer's NAPI takes them asynchronously, later than the call returns on a busy
             # machine: wait until every frame sent has reached the peer's XDP program (the
             # kernel's own packets, IPv6 neighbour discovery, may come in too).
