@@ -84,7 +84,7 @@ display(Code(source.read_text(), language="c"))
 #   every CPU has its own copy of each counter, so CPUs never race each other; we add them up.
 # - The entry function gets a `struct xdp_md *ctx` whose `data` and `data_end` fields delimit the
 #   frame. Every read of packet memory must be preceded by a check that it stays before
-#   `data_end`, or the verifier refuses the program (you will see that happen in step 5).
+#   `data_end`, or the verifier refuses the program (you will see that happen in step 8).
 # - The parsing helpers come from `parsing.h`, shared by every lab. Each one does that bounds
 #   check and returns `NULL` when the frame is too short:
 
