@@ -12,9 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bpflab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="check this machine for what the labs need")
-    lab = commands.add_parser("lab", help="serve the notebooks with JupyterLab on 127.0.0.1")
+    lab = commands.add_parser("lab", help="serve the course folder with JupyterLab on 127.0.0.1")
     lab.add_argument("--port", type=int, default=8888)
-    lab.add_argument("--notebooks", type=Path, help="serve this folder instead of notebooks/")
+    lab.add_argument("--root", type=Path, help="serve this folder instead of the course folder")
     cleanup = commands.add_parser("cleanup", help="remove namespaces that killed runs left behind")
     cleanup.add_argument("--all", action="store_true", help="also those of runs still alive")
     release = commands.add_parser("release", help="build the student release")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lab":
         from bpflab.jupyter import serve
 
-        return serve(args.port, args.notebooks)
+        return serve(args.port, args.root)
     if args.command == "cleanup":
         from bpflab.topology import cleanup_stale
 

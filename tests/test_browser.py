@@ -50,7 +50,7 @@ def jupyterlab(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
-    argv = [sys.executable, "-m", "bpflab", "lab", "--port", str(port), "--notebooks", str(notebooks)]
+    argv = [sys.executable, "-m", "bpflab", "lab", "--port", str(port), "--root", str(notebooks)]
     wrapper = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
