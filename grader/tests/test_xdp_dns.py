@@ -34,12 +34,12 @@ LAB = "xdp-dns"
 XDP_PASS, XDP_TX = 2, 3
 FUZZ_FRAMES = 100_000
 FUZZ_SEED = 2026
-ZONE = "lab.example."
+RECORDS = Path(__file__).with_name("xdp_dns_records.yaml")  # fixed: students may edit the lab's
 
 
 @pytest.fixture(scope="module")
 def records() -> dns_records.Records:
-    return dns_records.load()
+    return dns_records.load(RECORDS)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,8 @@ def test_other_ports_and_tcp_pass(server, records):
 def service(server: Program, topology: Topology, attached: Program, tmp_path_factory):
     """The program on the server's veth, and the user-space server behind it."""
     log = Path(tmp_path_factory.mktemp("dns")) / "user-space-server.log"
-    with dns_server.start(topology.server.netns, log, addresses=(SERVER_IPV4, SERVER_IPV6)) as userspace:
+    addresses = (SERVER_IPV4, SERVER_IPV6)
+    with dns_server.start(topology.server.netns, log, RECORDS, addresses=addresses) as userspace:
         yield userspace
 
 
