@@ -42,7 +42,7 @@ EDNS_PAYLOAD = 1232
 REPLY_TTL = 64
 QR, OPCODE, AA, TC, RD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100
 EDNS_DO = 0x8000
-ANSWERS_A, ANSWERS_AAAA, MOVED_HEAD, NO_ROOM = range(4)  # keys of the `answers` map
+ANSWERS_A, ANSWERS_AAAA = 0, 1  # keys of the `answers` map (2 and 3 count head moves and no room)
 
 
 def query_frame(name: str, qtype: str = "A", *, ipv6: bool = False, edns: int | None = None,
