@@ -224,6 +224,10 @@ def test_passes_damaged_frames(server: Program, lab: Lab) -> None:
     longer[16:18] = (len(longer) - 14 + 20).to_bytes(2, "big")  # total length beyond the frame
     fuzz.fix_checksums(longer)
     cases["an echo request whose IP length runs past the frame"] = bytes(longer)
+    longer6 = bytearray(raw(request6))
+    longer6[18:20] = (len(longer6) - 54 + 20).to_bytes(2, "big")  # payload length beyond the frame
+    fuzz.fix_checksums(longer6)
+    cases["an ICMPv6 echo request whose payload length runs past the frame"] = bytes(longer6)
     for what, frame in cases.items():
         expect_pass(server, lab.hook, frame, what)
 

@@ -70,14 +70,17 @@ def test_counts_each_protocol(program: Program) -> None:
 def test_counts_only_ip(program: Program) -> None:
     """ARP and frames too short to hold an IP header are passed and not counted; whole ones are."""
     whole = raw(packets.icmp_echo_v4())
-    too_short = list(packets.truncations(whole[:34]))  # 14..33 bytes: Ethernet + IPv4 is 34
+    whole6 = raw(packets.udp_v6())
+    too_short = [*packets.truncations(whole[:34]),  # 14..33 bytes: Ethernet + IPv4 is 34
+                 *packets.truncations(whole6[:54])]  # 14..53 bytes: Ethernet + IPv6 is 54
     for frame in [raw(packets.arp_request()), *too_short]:
         changed = run_and_count(program, frame)
         expect(not changed, f"Sent {packets.describe(frame)}: the counters changed by {changed}, "
                "but only IP packets with a whole IP header may be counted.")
-    changed = run_and_count(program, whole[:34])
-    expect(changed == {ICMP: 1}, "A frame that ends right after a whole IPv4 header must still be "
-           f"counted under its protocol; the counters changed by {changed}.")
+    for frame, proto, name in ((whole[:34], ICMP, "IPv4"), (whole6[:54], UDP, "IPv6")):
+        changed = run_and_count(program, frame)
+        expect(changed == {proto: 1}, f"A frame that ends right after a whole {name} header must "
+               f"still be counted under its protocol; the counters changed by {changed}.")
 
 
 @points(3)

@@ -179,6 +179,9 @@ def test_compression_pointers_and_long_names_pass(server, records):
     expect_pass(server, dns_answers.wrap(pointer), "a question whose name ends in a compression pointer")
     long_name = ".".join(["a" * 60] * 3) + ".lab.example"
     expect_pass(server, query_frame(long_name, "A"), "a name longer than the map's key (128 bytes)")
+    for length in (64, 0x80, 0xBF):  # above 63 and below 0xC0: neither a label nor a pointer
+        odd = header + bytes([length]) + b"www\x03lab\x07example\x00" + struct.pack("!HH", 1, 1)
+        expect_pass(server, dns_answers.wrap(odd), f"a name whose first length byte is {length}")
 
 
 @points(2)
@@ -196,8 +199,20 @@ def test_damaged_queries_pass(server, records):
     expect_pass(server, bytes(no_csum_v6), "a UDP query over IPv6 without a checksum (not allowed)")
     plain = dns.message.make_query("www.lab.example", "A", use_edns=False).to_wire()
     expect_pass(server, dns_answers.wrap(plain + b"junk"), "a query with bytes after its question")
-    for cut in truncations(good, shortest=14):
-        expect_pass(server, cut, f"a query cut to {len(cut)} bytes")
+    with_edns = bytearray(dns.message.make_query("www.lab.example", "A", use_edns=0).to_wire())
+    with_edns[-2:] = b"\0\x08"  # the OPT record's RDLENGTH: 8 bytes that are not there
+    expect_pass(server, dns_answers.wrap(bytes(with_edns)), "an OPT record whose data runs past the end")
+    for ipv6, udp_length_at in ((False, 38), (True, 58)):
+        frame = query_frame("www.lab.example", "A", ipv6=ipv6)
+        for change in (-4, 4):  # the UDP length says less, or more, than the IP payload holds
+            lying = bytearray(frame)
+            told = int.from_bytes(lying[udp_length_at:udp_length_at + 2], "big") + change
+            lying[udp_length_at:udp_length_at + 2] = told.to_bytes(2, "big")
+            fix_checksums(lying)
+            expect_pass(server, bytes(lying), f"a query over IPv{6 if ipv6 else 4} whose UDP length is "
+                        f"{told}, not the IP payload's {told - change}")
+        for cut in truncations(frame, shortest=14):
+            expect_pass(server, cut, f"a query over IPv{6 if ipv6 else 4} cut to {len(cut)} bytes")
 
 
 @points(1)
