@@ -21,7 +21,9 @@
 #define MAX_RECORDS 1024 /* record sets (a name and a type) the map holds */
 #define MAX_QUERY_LEN 512 /* UDP bytes of the longest query answered here (RFC 1035's limit) */
 #define MAX_GROWTH  256  /* bytes a query may grow by: XDP_PACKET_HEADROOM */
-#define MAX_KEEP    (54 + 8 + 12 + MAX_NAME_LEN + 4) /* up to the end of an IPv6 question */
+/* Bytes up to the end of an IPv6 query's question: Ethernet + IPv6 (14 + 40), UDP (8), the DNS
+ * header (12), the name, its type and class (4). resize() moves at most these. */
+#define MAX_KEEP    (54 + 8 + 12 + MAX_NAME_LEN + 4)
 
 
 /* The server's own addresses, at key 0, filled by the loader (bpflab.echo.configure). */
@@ -239,7 +241,7 @@ static __always_inline int resize(struct xdp_md *ctx, __u32 new_len, __u32 keep)
 	}
 	/* Two helper calls move the kept bytes (a loop would be too many branches for the
 	 * verifier on top of the checksum loops): copy them out to a scratch buffer, then back
-	 * in at the new start. The buffer is a map value: 208 bytes on the 512-byte stack
+	 * in at the new start. The buffer is a map value: MAX_KEEP bytes on the 512-byte stack
 	 * would not fit beside the rest. */
 	scratch = moved.lookup(&zero);
 	if (!scratch || keep == 0 || keep > MAX_KEEP)

@@ -5,6 +5,7 @@
  * to measure the XDP DNS fast path's throughput without any socket in the way.
  */
 #include "parsing.h"
+#include "dns.h"
 
 BPF_PERCPU_ARRAY(replies, __u64, 1);
 
@@ -32,7 +33,7 @@ int dns_reply_counter(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	udp = parse_udphdr(&c);
-	if (!udp || udp->source != bpf_htons(53))
+	if (!udp || udp->source != bpf_htons(DNS_PORT))
 		return XDP_PASS;
 	count = replies.lookup(&zero);
 	if (count)
