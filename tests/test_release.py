@@ -38,6 +38,13 @@ def test_release_has_no_solution_text(release):
     assert not leaks, f"solution text in the release: {leaks}"
 
 
+def test_release_make_lists_only_what_works_there(release):
+    """No tests, references or bench tools in the release: their targets stay out of its Makefile."""
+    shown = subprocess.run(["make", "help"], cwd=release, capture_output=True, text=True, check=True).stdout
+    targets = set(re.findall(r"^  make (\S+)", shown, re.M))
+    assert targets == {"help", "provision", "lab", "doctor", "check", "clean"}, shown
+
+
 def test_release_has_no_reference_program(release):
     assert sorted(p.name for p in (release / "bpf").iterdir()) == ["include"]
 

@@ -1,0 +1,24 @@
+# The targets that check and build the course (the instructors' copy only; the student release
+# leaves this file out). Included by the Makefile, whose variables it uses.
+SUBMISSION ?=
+
+.PHONY: test grade release bench vm-smoke lint
+
+test: provision ## Provision, then run the whole suite (package tests, graded references, notebooks)
+	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
+
+grade: provision ## Grade SUBMISSION (a folder; default: LAB's reference, or its answer key) on LAB
+	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB) --results results.json
+
+release: provision ## Build the student release (starters, handouts, public tests) in dist/student
+	$(PY) -m bpflab release dist/student
+
+bench: provision ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
+	$(PY) -m bpflab.bench
+
+vm-smoke: provision ## Boot a Debian guest (QEMU) and ping the XDP echo natively attached to its virtio NIC
+	$(PY) -m bpflab vm-smoke
+
+lint: provision ## ruff on the Python, ansible-lint on the playbook
+	$(PY) -m ruff check .
+	$(PY) -m ansiblelint provisioning/site.yml
