@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.edns
@@ -24,8 +25,10 @@ import pytest
 
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
+from bpflab.dns_records import Records
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, truncations
 from bpflab.programs import XDP_VERDICTS, Program
+from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
 from grader.checks import expect, fail, points
 from grader.runner import LEADERBOARD
@@ -38,23 +41,23 @@ RECORDS = Path(__file__).with_name("xdp_dns_records.yaml")  # fixed: students ma
 
 
 @pytest.fixture(scope="module")
-def records() -> dns_records.Records:
+def records() -> Records:
     return dns_records.load(RECORDS)
 
 
 @pytest.fixture(scope="module")
-def server(program: Program, records: dns_records.Records) -> Program:
+def server(program: Program, records: Records) -> Program:
     """The program, told its addresses and given the records."""
     echo.configure(program, SERVER_IPV4, SERVER_IPV6)
     dns_answers.load_map(program, records)
     return program
 
 
-def run(server: Program, frame: bytes):
+def run(server: Program, frame: bytes) -> testrun.RunResult:
     return testrun.run(server.fd, frame)
 
 
-def expect_answer(server: Program, records, frame: bytes, what: str) -> None:
+def expect_answer(server: Program, records: Records, frame: bytes, what: str) -> None:
     """The program must answer `frame` exactly as dnspython renders the answer."""
     want = expected_answer(frame, records)
     assert want is not None, f"the suite's own query is wrong: {what}"
@@ -78,35 +81,35 @@ def expect_pass(server: Program, frame: bytes, what: str) -> None:
            "kernel untouched (XDP_PASS), where the user-space server answers it.")
 
 
-def expect_serves(server: Program, records) -> None:
+def expect_serves(server: Program, records: Records) -> None:
     expect_answer(server, records, query_frame("www.lab.example", "A"), "a plain A query for www.lab.example")
 
 
 # -- unit layer: answers -------------------------------------------------------------------
 
 @points(3)
-def test_answers_an_a_query(server, records):
+def test_answers_an_a_query(server: Program, records: Records) -> None:
     expect_answer(server, records, query_frame("www.lab.example", "A"), "an A query for www.lab.example")
     expect_answer(server, records, query_frame("lab.example", "A", qid=7, flags=0),
                   "an A query for the zone's apex, RD clear")
 
 
 @points(2)
-def test_answers_aaaa_queries_over_ipv6(server, records):
+def test_answers_aaaa_queries_over_ipv6(server: Program, records: Records) -> None:
     expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True),
                   "an AAAA query over IPv6")
     expect_answer(server, records, query_frame("v6only.lab.example", "AAAA"), "an AAAA query over IPv4")
 
 
 @points(2)
-def test_names_match_in_any_case_and_keep_theirs(server, records):
+def test_names_match_in_any_case_and_keep_theirs(server: Program, records: Records) -> None:
     for name in ("WWW.LAB.EXAMPLE", "wWw.LaB.eXaMpLe", "A.Deep.NAME.in.THE.lab.example"):
         expect_answer(server, records, query_frame(name, "A"),
                       f"an A query for {name} (DNS names match in any case; the question is echoed as sent)")
 
 
 @points(2)
-def test_every_address_of_a_name(server, records):
+def test_every_address_of_a_name(server: Program, records: Records) -> None:
     expect_answer(server, records, query_frame("many.lab.example", "A"),
                   "an A query for a name with 8 addresses")
     expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True, flags=0x0110),
@@ -114,7 +117,7 @@ def test_every_address_of_a_name(server, records):
 
 
 @points(2)
-def test_edns_queries_get_an_opt_record(server, records):
+def test_edns_queries_get_an_opt_record(server: Program, records: Records) -> None:
     cookie = dns.edns.GenericOption(10, b"clientck")
     expect_answer(server, records, query_frame("www.lab.example", "A", edns=4096),
                   "an A query with EDNS0 (UDP size 4096)")
@@ -124,7 +127,7 @@ def test_edns_queries_get_an_opt_record(server, records):
 
 
 @points(2)
-def test_udp_checksums_are_right(server, records):
+def test_udp_checksums_are_right(server: Program, records: Records) -> None:
     for frame, what in ((query_frame("www.lab.example", "A"), "over IPv4"),
                         (query_frame("many.lab.example", "A", ipv6=True, edns=1232), "over IPv6")):
         result = run(server, frame)
@@ -138,7 +141,7 @@ def test_udp_checksums_are_right(server, records):
 # -- unit layer: what must be passed -------------------------------------------------------
 
 @points(1)
-def test_names_and_types_it_does_not_hold_pass(server, records):
+def test_names_and_types_it_does_not_hold_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     expect_pass(server, query_frame("nope.lab.example", "A"), "an A query for a name not in the records")
     expect_pass(server, query_frame("mail.lab.example", "AAAA"),
@@ -152,14 +155,14 @@ def test_names_and_types_it_does_not_hold_pass(server, records):
 
 
 @points(2)
-def test_responses_are_never_answered(server, records):
+def test_responses_are_never_answered(server: Program, records: Records) -> None:
     expect_serves(server, records)
     expect_pass(server, query_frame("www.lab.example", "A", flags=dns.flags.QR | dns.flags.RD),
                 "a DNS response (QR=1) for www.lab.example: answering responses makes loops")
 
 
 @points(1)
-def test_other_opcodes_and_counts_pass(server, records):
+def test_other_opcodes_and_counts_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     notify = dns.message.make_query("www.lab.example", "A")
     notify.set_opcode(dns.opcode.NOTIFY)
@@ -172,7 +175,7 @@ def test_other_opcodes_and_counts_pass(server, records):
 
 
 @points(1)
-def test_compression_pointers_and_long_names_pass(server, records):
+def test_compression_pointers_and_long_names_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
     pointer = header + b"\x03www\xc0\x0c" + struct.pack("!HH", 1, 1)
@@ -185,7 +188,7 @@ def test_compression_pointers_and_long_names_pass(server, records):
 
 
 @points(2)
-def test_damaged_queries_pass(server, records):
+def test_damaged_queries_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     good = query_frame("www.lab.example", "A")
     bad_udp = bytearray(good)
@@ -216,7 +219,7 @@ def test_damaged_queries_pass(server, records):
 
 
 @points(1)
-def test_other_ports_and_tcp_pass(server, records):
+def test_other_ports_and_tcp_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     message = dns.message.make_query("www.lab.example", "A").to_wire()
     expect_pass(server, dns_answers.wrap(message, dport=5353), "an A query to UDP port 5353")
@@ -229,7 +232,8 @@ def test_other_ports_and_tcp_pass(server, records):
 # -- network layer ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def service(server: Program, topology: Topology, attached: Program, tmp_path_factory):
+def service(server: Program, topology: Topology, attached: Program,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsServer]:
     """The program on the server's veth, and the user-space server behind it."""
     log = Path(tmp_path_factory.mktemp("dns")) / "user-space-server.log"
     addresses = (SERVER_IPV4, SERVER_IPV6)
@@ -257,7 +261,7 @@ def answered_by_xdp(server: Program, before: dict[int, int]) -> int:
 
 
 @points(3)
-def test_dig_is_answered_by_xdp(server, topology, service):
+def test_dig_is_answered_by_xdp(server: Program, topology: Topology, service: NetnsServer) -> None:
     before = dns_answers.answers(server)
     lines_before = len(service.output().splitlines())
     output = dig(topology, f"@{SERVER_IPV4}", "www.lab.example", "A")
@@ -272,7 +276,8 @@ def test_dig_is_answered_by_xdp(server, topology, service):
 
 
 @points(2)
-def test_dnspython_over_ipv6_with_and_without_edns(server, topology, service):
+def test_dnspython_over_ipv6_with_and_without_edns(server: Program, topology: Topology,
+                                                   service: NetnsServer) -> None:
     before = dns_answers.answers(server)
     for kw in ({"use_edns": False}, {"use_edns": 0, "payload": 1232, "want_dnssec": True}):
         reply = ask(topology, "www.lab.example", "AAAA", server=SERVER_IPV6, **kw)
@@ -285,7 +290,7 @@ def test_dnspython_over_ipv6_with_and_without_edns(server, topology, service):
 
 
 @points(1)
-def test_mixed_case_over_the_network(server, topology, service):
+def test_mixed_case_over_the_network(server: Program, topology: Topology, service: NetnsServer) -> None:
     before = dns_answers.answers(server)
     output = dig(topology, f"@{SERVER_IPV4}", "MaNy.LaB.ExAmPlE", "A", "+noedns")
     expect(output.count("192.0.2.10") == 8 and "MaNy.LaB.ExAmPlE." in output,
@@ -294,7 +299,8 @@ def test_mixed_case_over_the_network(server, topology, service):
 
 
 @points(2)
-def test_what_xdp_passes_reaches_the_user_space_server(server, topology, service):
+def test_what_xdp_passes_reaches_the_user_space_server(server: Program, topology: Topology,
+                                                       service: NetnsServer) -> None:
     logged = queries_logged(service)
     before = dns_answers.answers(server)
     ask(topology, "www.lab.example", "A")
@@ -322,12 +328,12 @@ def test_what_xdp_passes_reaches_the_user_space_server(server, topology, service
            f"The user-space server did not log the passed queries:\n{service.output()}")
 
 
-def queries_logged(service) -> int:
+def queries_logged(service: NetnsServer) -> int:
     """How many queries the user-space server has logged (one line each, "udp ..." or "tcp ...")."""
     return sum(line.startswith(("udp ", "tcp ")) for line in service.output().splitlines())
 
 
-def logged_within(service, count: int, seconds: float = 5) -> bool:
+def logged_within(service: NetnsServer, count: int, seconds: float = 5) -> bool:
     """Has the user-space server logged `count` queries? It logs after answering, so the last
     line may come a moment after the client got its answer: wait for it a little."""
     deadline = time.monotonic() + seconds
@@ -344,7 +350,8 @@ LEADERBOARD_RUNS = 5_000
 
 
 @points(0)
-def test_ns_per_answer_on_the_leaderboard(server, records, record_property):
+def test_ns_per_answer_on_the_leaderboard(server: Program, records: Records,
+                                         record_property: Callable[[str, object], None]) -> None:
     # No points: the fast path's ns per answer above the XDP floor goes on the leaderboard.
     frame = query_frame("www.lab.example", "A")
     expect_answer(server, records, frame, "a plain A query (only a right answer is timed)")
@@ -368,7 +375,7 @@ def fuzz_seeds() -> list[bytes]:
 
 
 @points(3)
-def test_fuzzed_frames_get_no_wrong_answer(server, records):
+def test_fuzzed_frames_get_no_wrong_answer(server: Program, records: Records) -> None:
     expect_serves(server, records)
     answered = 0
     for frame in fuzz.frames(fuzz_seeds(), FUZZ_FRAMES, seed=FUZZ_SEED):
