@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bpflab import dns_answers, dns_records
+from bpflab import dns_answers, dns_records, echo
 from bpflab.labs import BPF_DIR, BPF_INCLUDE, load_lab
 from bpflab.programs import load
 
@@ -24,6 +24,7 @@ def c_defines(*files: Path) -> dict[str, int]:
 
 
 DNS_C = c_defines(BPF_INCLUDE / "dns.h", BPF_DIR / "xdp_dns.c")
+SERVER_C = c_defines(BPF_INCLUDE / "server.h")
 
 
 @pytest.mark.parametrize(("name", "python"), [
@@ -43,6 +44,12 @@ DNS_C = c_defines(BPF_INCLUDE / "dns.h", BPF_DIR / "xdp_dns.c")
 ])
 def test_dns_constants_match_the_c(name, python):
     assert DNS_C[name] == python, f"{name}: C says {DNS_C[name]}, Python {python}"
+
+
+def test_reply_ttl_matches_the_c():
+    """The echo and DNS references put server.h's REPLY_TTL in their replies; the expected
+    replies the grader builds must too."""
+    assert SERVER_C["REPLY_TTL"] == echo.REPLY_TTL == dns_answers.REPLY_TTL
 
 
 def test_record_key_and_value_are_the_maps_sizes():
