@@ -123,7 +123,7 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
 
     A reference run of lab 0 takes a few seconds, so no limit makes it overrun reliably. Instead
     the graded child is frozen (SIGSTOP) once it has built its topology: by then the three
-    test-run tests (5 points) have finished and the ping tests have not. That is a hang, as a
+    test-run tests (5 points) have finished and a ping test is running. That is a hang, as a
     stuck test would be, at a known point: the grader must stop the run, score what it heard,
     and remove the frozen child's namespaces.
     """
@@ -132,10 +132,15 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
     grader = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(folder), "--lab", LAB.id,
                                "--time-limit", str(STALL_LIMIT), "--results", str(results)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    child = grading_child(grader.pid)
-    wait_for_namespaces(child)
-    os.kill(child, signal.SIGSTOP)
-    stdout, stderr = grader.communicate(timeout=STALL_LIMIT + 60)
+    try:
+        child = grading_child(grader.pid)
+        wait_for_namespaces(child)
+        os.kill(child, signal.SIGSTOP)
+        stdout, stderr = grader.communicate(timeout=STALL_LIMIT + 60)
+    finally:  # a grader that never stops its frozen child must not outlive the test
+        if grader.poll() is None:
+            grader.kill()
+            grader.wait()
     assert grader.returncode == 0, stderr
     tests = json.loads(results.read_text())["tests"]  # in the suite's order
     message = f"went past its time limit of {STALL_LIMIT} s"
