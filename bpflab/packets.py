@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet, Raw
+from scapy.packet import Packet, Raw, raw
 
 CLIENT_MAC = "02:00:00:00:00:01"
 SERVER_MAC = "02:00:00:00:00:02"
@@ -108,6 +108,16 @@ def fix_checksums(frame: bytearray) -> None:
             frame[56:58] = b"\0\0"
             pseudo = bytes(frame[22:54]) + (end - 54).to_bytes(4, "big") + bytes([0, 0, 0, 58])
             frame[56:58] = internet_checksum(pseudo + bytes(frame[54:end])).to_bytes(2, "big")
+
+
+def length_changed(frame: Packet | bytes, offset: int, by: int) -> bytes:
+    """`frame` with the 16-bit length field at `offset` (IPv4 total length 16, IPv6 payload
+    length 18, UDP length 38 or 58) off by `by`, and its checksums made right again: a header
+    that lies about a length, for tests that a program does not believe it."""
+    data = bytearray(raw(frame))
+    data[offset:offset + 2] = (int.from_bytes(data[offset:offset + 2], "big") + by).to_bytes(2, "big")
+    fix_checksums(data)
+    return bytes(data)
 
 
 def udp_checksum(addresses: bytes, datagram: bytes) -> int:

@@ -220,14 +220,10 @@ def test_passes_damaged_frames(server: Program, lab: Lab) -> None:
         "an IP header of version 5": damaged(request, 14, 0x55),
         "an IPv4 header of 16 bytes (ihl 4)": damaged(request, 14, 0x44),
     }
-    longer = bytearray(raw(request))
-    longer[16:18] = (len(longer) - 14 + 20).to_bytes(2, "big")  # total length beyond the frame
-    fuzz.fix_checksums(longer)
-    cases["an echo request whose IP length runs past the frame"] = bytes(longer)
-    longer6 = bytearray(raw(request6))
-    longer6[18:20] = (len(longer6) - 54 + 20).to_bytes(2, "big")  # payload length beyond the frame
-    fuzz.fix_checksums(longer6)
-    cases["an ICMPv6 echo request whose payload length runs past the frame"] = bytes(longer6)
+    # Lengths 20 bytes beyond the frame: IPv4's total length, IPv6's payload length.
+    cases["an echo request whose IP length runs past the frame"] = packets.length_changed(request, 16, 20)
+    cases["an ICMPv6 echo request whose payload length runs past the frame"] = \
+        packets.length_changed(request6, 18, 20)
     for what, frame in cases.items():
         expect_pass(server, lab.hook, frame, what)
 

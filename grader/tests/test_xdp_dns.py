@@ -26,7 +26,7 @@ import pytest
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
 from bpflab.dns_records import Records
-from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, truncations
+from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, length_changed, truncations
 from bpflab.programs import XDP_VERDICTS, Program
 from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
@@ -208,11 +208,9 @@ def test_damaged_queries_pass(server: Program, records: Records) -> None:
     for ipv6, udp_length_at in ((False, 38), (True, 58)):
         frame = query_frame("www.lab.example", "A", ipv6=ipv6)
         for change in (-4, 4):  # the UDP length says less, or more, than the IP payload holds
-            lying = bytearray(frame)
-            told = int.from_bytes(lying[udp_length_at:udp_length_at + 2], "big") + change
-            lying[udp_length_at:udp_length_at + 2] = told.to_bytes(2, "big")
-            fix_checksums(lying)
-            expect_pass(server, bytes(lying), f"a query over IPv{6 if ipv6 else 4} whose UDP length is "
+            lying = length_changed(frame, udp_length_at, change)
+            told = int.from_bytes(lying[udp_length_at:udp_length_at + 2], "big")
+            expect_pass(server, lying, f"a query over IPv{6 if ipv6 else 4} whose UDP length is "
                         f"{told}, not the IP payload's {told - change}")
         for cut in truncations(frame, shortest=14):
             expect_pass(server, cut, f"a query over IPv{6 if ipv6 else 4} cut to {len(cut)} bytes")
