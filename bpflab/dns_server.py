@@ -156,8 +156,15 @@ class _State:
         return f"reloaded {self.path}"
 
 
+_LOG_LOCK = threading.RLock()  # re-entrant: SIGHUP's handler may run while the main thread logs
+
+
 def _log(line: str) -> None:
-    print(line, flush=True)
+    """One whole line per query. Each query has its own thread, and `print` writes the text and
+    its newline separately, so two threads could run their lines together (a CI run saw it)."""
+    with _LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _servers(state: _State, addresses: list[str], port: int) -> list[socketserver.BaseServer]:
