@@ -122,10 +122,10 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
     """A run that hangs is stopped at its limit; the tests it finished keep their points.
 
     A reference run of lab 0 takes a few seconds, so no limit makes it overrun reliably. Instead
-    the graded child is frozen (SIGSTOP) once it has built its topology: by then the three
-    test-run tests (5 points) have finished and a ping test is running. That is a hang, as a
-    stuck test would be, at a known point: the grader must stop the run, score what it heard,
-    and remove the frozen child's namespaces.
+    the graded child is frozen (SIGSTOP) as soon as its topology's first namespace exists: the
+    three test-run tests (5 points) come first and need none, so they have finished, and the
+    two ping tests have not begun. That is a hang, as a stuck test would be, at a known point:
+    the grader must stop the run, score what it heard, and remove the frozen child's namespaces.
     """
     folder = submission_with(tmp_path, LAB.program, LAB.reference.read_text())
     results = tmp_path / "results.json"
@@ -134,7 +134,7 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         child = grading_child(grader.pid)
-        wait_for_namespaces(child)
+        wait_for_namespaces(child, count=1)
         os.kill(child, signal.SIGSTOP)
         stdout, stderr = grader.communicate(timeout=STALL_LIMIT + 60)
     finally:  # a grader that never stops its frozen child must not outlive the test
@@ -146,9 +146,9 @@ def test_a_run_past_its_time_limit_keeps_what_it_finished(tmp_path):
     message = f"went past its time limit of {STALL_LIMIT} s"
     stopped = [t for t in tests if message in t["output"]]
     finished = [t for t in tests if t not in stopped]
-    # The freeze lands during the ping tests (the first, or on a slow poll the second): what
-    # came before keeps its points, the rest has none and says why.
-    assert len(finished) >= 3 and tests[:len(finished)] == finished, stdout
+    # What came before the freeze keeps its points; the rest has none and says why. A test
+    # process slow to poll could freeze a little later, in the first ping test, so 4 is fine.
+    assert len(finished) in (3, 4) and tests[:len(finished)] == finished, stdout
     assert all(t["score"] == t["max_score"] for t in finished), stdout
     assert stopped and all(t["score"] == 0 for t in stopped), stdout
     assert not namespaces_of(child)

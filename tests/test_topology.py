@@ -32,12 +32,14 @@ def namespaces_of(pid: int) -> list[str]:
     return [name for name in netns.listnetns() if name.startswith(f"bpflab-{pid}-")]
 
 
-def wait_for_namespaces(pid: int, timeout: float = 60) -> list[str]:
+def wait_for_namespaces(pid: int, timeout: float = 60, count: int = 2) -> list[str]:
+    """Wait until `pid` has made `count` namespaces (a topology has 2). Polls often: some
+    callers act on the moment, and listing /run/netns is cheap."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(found := namespaces_of(pid)) == 2:
+        if len(found := namespaces_of(pid)) >= count:
             return found
-        time.sleep(0.1)
+        time.sleep(0.01)
     raise AssertionError(f"process {pid} made no topology within {timeout} s")
 
 
