@@ -35,7 +35,9 @@ def orphaned_namespaces() -> set[str]:
 @pytest.fixture(autouse=True)
 def leaves_nothing_behind():
     """Fail any test after which a namespace of ours (and so a veth, XDP or TC program) remains."""
-    before = orphaned_namespaces()
+    # Every name of ours that exists now, whoever owns it: a stale one from a killed run whose
+    # pid a live process has since taken would otherwise turn "orphaned" during this test.
+    before = {name for name in netns.listnetns() if NETNS_NAME.match(name)}
     yield
     left = orphaned_namespaces() - before
     assert not left, f"namespaces left behind: {sorted(left)}"
