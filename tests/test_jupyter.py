@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -35,7 +36,7 @@ def status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-    except urllib.error.URLError:
+    except (OSError, http.client.HTTPException):  # refused, reset or timed out while it starts
         return 0
 
 
