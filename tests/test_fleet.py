@@ -35,8 +35,11 @@ def test_sharded_grade_equals_single_batch(tmp_path):
     inventory.write_text("[graders]\n" + "".join(
         f"{host} ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
         for host in ("grader-a", "grader-b")))
-    fleet = subprocess.run(["ansible-playbook", "-i", str(inventory), "provisioning/grade_fleet.yml",
-                            "-e", f"submissions={tmp_path / 'class'}", "-e", f"results={tmp_path / 'fleet'}",
+    # Both hosts are this 2-core machine: one at a time (-f 1), or four graders (two batches of
+    # --jobs 2) would share two cores, and their compile limits and ping tests with them.
+    fleet = subprocess.run(["ansible-playbook", "-f", "1", "-i", str(inventory),
+                            "provisioning/grade_fleet.yml", "-e", f"submissions={tmp_path / 'class'}",
+                            "-e", f"results={tmp_path / 'fleet'}",
                             "-e", f"labs={LAB.id}", "-e", "provision=false"],
                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900, check=False)
     assert fleet.returncode == 0, fleet.stdout[-4000:]
