@@ -71,6 +71,12 @@ def answers(program) -> dict[int, int]:
     return program.percpu_sums("answers")
 
 
+def answers_sent(program) -> int:
+    """How many queries the program has answered (A plus AAAA; the other keys count ways)."""
+    counts = answers(program)
+    return counts.get(ANSWERS_A, 0) + counts.get(ANSWERS_AAAA, 0)
+
+
 class _Query:
     """The parts of a query frame that decide its answer, parsed like the program does."""
 

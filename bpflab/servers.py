@@ -12,7 +12,7 @@ import ctypes
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -46,13 +46,23 @@ class NetnsServer:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def _wait_for(self, ready: str, timeout: float) -> None:
+    def wait_until(self, done: Callable[[str], bool], timeout: float) -> bool:
+        """Wait until `done(output)` holds; False if time runs out or the server exits first.
+
+        A server logs a query after it has answered it, so a client holding its answer may not
+        see the line yet: anything that reads the log after traffic waits here.
+        """
         deadline = time.monotonic() + timeout
-        while ready not in self.output():
+        while not done(self.output()):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.process.args[4]} did not start:\n{self.output()[-2000:]}")
-            time.sleep(0.05)
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _wait_for(self, ready: str, timeout: float) -> None:
+        if not self.wait_until(lambda output: ready in output, timeout):
+            self.stop()
+            raise RuntimeError(f"{self.process.args[4]} did not start:\n{self.output()[-2000:]}")
 
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL if it lingers; always reaped."""

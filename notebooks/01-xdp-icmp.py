@@ -46,7 +46,6 @@
 
 # %%
 import subprocess
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -338,8 +337,9 @@ print(ping4.output)
 #
 # Let us watch the same exchange with `tcpdump` at both ends of the cable, while the client
 # pings twice. Each capture is asked for 4 ICMP packets (2 requests and 2 replies). tcpdump
-# needs a moment to start; a capture that has not seen its 4 packets after a few seconds is
-# stopped through its process id (never by name: other tcpdumps on this machine are not ours).
+# needs a moment to start, so the client pings once both say `listening on`; a capture that has
+# not seen its 4 packets after a few seconds is stopped through its process id (never by name:
+# other tcpdumps on this machine are not ours).
 
 # %%
 def start_capture(side, count: int = 4) -> subprocess.Popen:
@@ -347,6 +347,16 @@ def start_capture(side, count: int = 4) -> subprocess.Popen:
     argv = ["tcpdump", "-n", "-i", side.ifname, "-c", str(count), "icmp"]
     return subprocess.Popen(["ip", "netns", "exec", side.netns, *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until_listening(capture: subprocess.Popen) -> None:
+    """tcpdump writes "listening on ..." to stderr once its capture is open."""
+    said = []
+    while line := capture.stderr.readline():  # "" once tcpdump has exited
+        if "listening on" in line:
+            return
+        said.append(line.strip())
+    raise RuntimeError(f"tcpdump did not start: {' '.join(said)}")
 
 
 def stop_capture(capture: subprocess.Popen, wait: float) -> str:
@@ -366,7 +376,8 @@ def stop_capture(capture: subprocess.Popen, wait: float) -> str:
 
 captures = {"server": start_capture(topo.server), "client": start_capture(topo.client)}
 try:
-    time.sleep(1)  # let tcpdump open its sockets
+    for capture in captures.values():
+        wait_until_listening(capture)
     pinged = topo.ping(count=2)
     printed = {side: stop_capture(capture, wait=2) for side, capture in captures.items()}
 finally:

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import dns.message
 import dns.opcode
@@ -46,10 +45,8 @@ def addresses(reply: dns.message.Message) -> list[str]:
 
 
 def wait_for_reload(service: DnsService, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while service.userspace.output().count("reloaded") < count:
-        assert time.monotonic() < deadline, service.userspace.output()
-        time.sleep(0.05)
+    reloaded = service.userspace.wait_until(lambda output: output.count("reloaded") >= count, timeout=10)
+    assert reloaded, service.userspace.output()
 
 
 def test_records_change_live_in_the_map_and_the_user_space_server(records_file):
@@ -111,7 +108,7 @@ def test_the_service_answers_like_nsd(tmp_path):
             unexpected = [d for d in differences if d[0].opcode != dns.opcode.NOTIFY]
             assert unexpected == [], "\n".join(f"{q}: {field}: ours {a!r}, NSD {b!r}"
                                                 for q, field, a, b in unexpected)
-            assert sum(dns_answers.answers(program).get(k, 0) for k in (0, 1)) >= 6  # the fast path took part
+            assert dns_answers.answers_sent(program) >= 6  # the fast path took part
         assert server.process.poll() is not None  # stopped, by its pid
     finally:
         program.close()
@@ -139,11 +136,10 @@ def test_the_user_space_server_logs_one_whole_line_per_query(tmp_path):
         with ThreadPoolExecutor(max_workers=16) as pool:
             assert list(pool.map(ask_with, range(queries))) == [dns.rcode.NXDOMAIN] * queries
 
-        def logged() -> list[str]:
-            return [line for line in server.output().splitlines() if line.startswith("udp ")]
+        def logged(output: str) -> list[str]:
+            return [line for line in output.splitlines() if line.startswith("udp ")]
 
-        deadline = time.monotonic() + 10
-        while len(logged()) < queries and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(logged()) == queries, server.output()
-        assert all(line.endswith("NXDOMAIN, 0 answer(s)") for line in logged()), server.output()
+        server.wait_until(lambda output: len(logged(output)) >= queries, timeout=10)
+        lines = logged(server.output())
+        assert len(lines) == queries, server.output()
+        assert all(line.endswith("NXDOMAIN, 0 answer(s)") for line in lines), server.output()
