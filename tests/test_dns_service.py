@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import dns.message
 import dns.opcode
@@ -15,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bpflab import dns_answers, dns_records
+from bpflab import dns_answers, dns_records, dns_server
 from bpflab.dns_service import RUN_DIR, DnsService, registrations
 from bpflab.labs import ROOT, load_lab
 from bpflab.programs import load
@@ -117,10 +118,6 @@ def test_the_service_answers_like_nsd(tmp_path):
 def test_the_user_space_server_logs_one_whole_line_per_query(tmp_path):
     """Each query is handled on its own thread; lines written at once must not run together
     (the grader counts them to see what XDP passed on)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bpflab import dns_server
-
     queries = 300
     records = dns_records.DEFAULT_RECORDS
     with Topology() as topo, dns_server.start(topo.server.netns, tmp_path / "log", records,
