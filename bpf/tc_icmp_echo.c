@@ -77,7 +77,7 @@ static __always_inline int echo_v4(struct __sk_buff *skb, struct cursor *c, stru
 	if (!icmp || icmp->type != ICMP_ECHO || icmp->code != 0)
 		return TC_ACT_OK;
 	sum = 0;
-	if (csum_add_bytes(icmp, c->end, icmp_len, &sum) || csum_fold16(sum) != 0xffff)
+	if (csum_add_skb(skb, icmp, icmp_len, &sum) || csum_fold16(sum) != 0xffff)
 		return TC_ACT_OK;
 
 	/* Read what the reply needs before the first helper call: after it, every packet
@@ -129,7 +129,7 @@ static __always_inline int echo_v6(struct __sk_buff *skb, struct cursor *c, stru
 	if (csum_add_bytes(&ip6->saddr, c->end, sizeof(addrs), &sum))
 		return TC_ACT_OK;
 	sum += bpf_htons(len) + bpf_htons(IPPROTO_ICMPV6);
-	if (csum_add_bytes(icmp6, c->end, len, &sum) || csum_fold16(sum) != 0xffff)
+	if (csum_add_skb(skb, icmp6, len, &sum) || csum_fold16(sum) != 0xffff)
 		return TC_ACT_OK;
 
 	addrs[0] = ip6->daddr;

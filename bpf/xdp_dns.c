@@ -147,7 +147,7 @@ static __always_inline int read_name(__u8 *name, void *end, struct dns_key *key)
 /* The UDP datagram: an intact DNS query the fast path may answer. Returns 0 and fills `q`,
  * or -1 to pass. `is_v6`: UDP over IPv6 must carry a checksum (RFC 8200), over IPv4 it may
  * leave it 0. */
-static __always_inline int check_query(struct cursor *c, struct query *q, int is_v6)
+static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, struct query *q, int is_v6)
 {
 	/* SOLUTION: check UDP, the DNS header, the question and an OPT record if there is one */
 	struct udphdr *udp = parse_udphdr(c);
@@ -168,7 +168,7 @@ static __always_inline int check_query(struct cursor *c, struct query *q, int is
 			return -1;
 	} else {
 		sum = q->addr_sum + bpf_htons(IPPROTO_UDP) + bpf_htons(q->udp_len);
-		if (csum_add_bytes(udp, c->end, q->udp_len, &sum) || csum_fold16(sum) != 0xffff)
+		if (csum_add_xdp(ctx, udp, q->udp_len, &sum) || csum_fold16(sum) != 0xffff)
 			return -1;       /* truncated, or damaged on the way */
 	}
 	msg_end = (__u8 *)udp + q->udp_len;
@@ -228,7 +228,7 @@ static __always_inline int resize(struct xdp_md *ctx, __u32 new_len, __u32 keep)
 	struct scratch *scratch;
 	__u32 grow, zero = 0;
 
-	if (delta < -2 * MAX_CSUM_WORDS)
+	if (delta < -MAX_CSUM_LEN)
 		return -1;
 	if (bpf_xdp_adjust_tail(ctx, delta) == 0)
 		return 0;
@@ -404,7 +404,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct query *q, struct dn
 	/* The UDP checksum covers a pseudo-header (addresses: the same sum in either order,
 	 * protocol, length) and the whole datagram. 0 means "none" on the wire: send 0xffff. */
 	sum = q->addr_sum + bpf_htons(IPPROTO_UDP) + bpf_htons(udp_len);
-	if (csum_add_bytes(udp, end, udp_len, &sum))
+	if (csum_add_xdp(ctx, udp, udp_len, &sum))
 		return XDP_DROP;
 	check = ~csum_fold16(sum);
 	udp->check = check ? check : 0xffff;
@@ -436,7 +436,7 @@ int xdp_dns(struct xdp_md *ctx)
 		return XDP_PASS;
 	if ((is_v6 ? check_ipv6(&c, me, &q) : check_ipv4(&c, me, &q)) < 0)
 		return XDP_PASS;
-	if (check_query(&c, &q, is_v6) < 0)
+	if (check_query(ctx, &c, &q, is_v6) < 0)
 		return XDP_PASS;
 	rrset = records.lookup(&q.key);
 	if (!rrset)

@@ -30,7 +30,8 @@ static __always_inline void count_reply(__u32 kind)
 }
 
 /* Answer an ICMPv4 echo request in place: XDP_TX, or XDP_PASS if it is not one for us. */
-static __always_inline int echo_v4(struct cursor *c, struct ethhdr *eth, struct server_addrs *me)
+static __always_inline int echo_v4(struct xdp_md *ctx, struct cursor *c, struct ethhdr *eth,
+				   struct server_addrs *me)
 {
 	/* SOLUTION: check that this is an intact echo request for us, then make it the reply */
 	struct iphdr *ip = parse_iphdr(c);
@@ -56,7 +57,7 @@ static __always_inline int echo_v4(struct cursor *c, struct ethhdr *eth, struct 
 	if (!icmp || icmp->type != ICMP_ECHO || icmp->code != 0)
 		return XDP_PASS;
 	sum = 0; /* the ICMP checksum covers the ICMP message, payload included */
-	if (csum_add_bytes(icmp, c->end, icmp_len, &sum) || csum_fold16(sum) != 0xffff)
+	if (csum_add_xdp(ctx, icmp, icmp_len, &sum) || csum_fold16(sum) != 0xffff)
 		return XDP_PASS;                          /* truncated, or a damaged message */
 
 	/* From here on the frame becomes the reply. */
@@ -80,7 +81,8 @@ static __always_inline int echo_v4(struct cursor *c, struct ethhdr *eth, struct 
 }
 
 /* Answer an ICMPv6 echo request in place: XDP_TX, or XDP_PASS if it is not one for us. */
-static __always_inline int echo_v6(struct cursor *c, struct ethhdr *eth, struct server_addrs *me)
+static __always_inline int echo_v6(struct xdp_md *ctx, struct cursor *c, struct ethhdr *eth,
+				   struct server_addrs *me)
 {
 	/* SOLUTION: the same for IPv6; its checksum also covers a pseudo-header of the addresses */
 	struct ipv6hdr *ip6 = parse_ipv6hdr(c);
@@ -105,7 +107,7 @@ static __always_inline int echo_v6(struct cursor *c, struct ethhdr *eth, struct 
 	if (csum_add_bytes(&ip6->saddr, c->end, 2 * sizeof(addr), &sum))
 		return XDP_PASS;
 	sum += bpf_htons(len) + bpf_htons(IPPROTO_ICMPV6);
-	if (csum_add_bytes(icmp6, c->end, len, &sum) || csum_fold16(sum) != 0xffff)
+	if (csum_add_xdp(ctx, icmp6, len, &sum) || csum_fold16(sum) != 0xffff)
 		return XDP_PASS;
 
 	swap_macs(eth);
@@ -135,8 +137,8 @@ int xdp_icmp_echo(struct xdp_md *ctx)
 		return XDP_PASS;
 	/* A VLAN tag (0x8100) lands here too, and is passed: the kernel handles it. */
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return echo_v4(&c, eth, me);
+		return echo_v4(ctx, &c, eth, me);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return echo_v6(&c, eth, me);
+		return echo_v6(ctx, &c, eth, me);
 	return XDP_PASS;
 }
