@@ -1,5 +1,5 @@
 """python -m bpflab: the course runtime's commands (doctor, lab, cleanup, release, starter, vm-smoke,
-dns-records)."""
+toolchain, dns-records)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["toolchain"]:  # its own options: bpflab/toolchain.py
+        from bpflab.toolchain import main as toolchain
+
+        return toolchain(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bpflab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="check this machine for what the labs need")
@@ -23,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     starter.add_argument("lab")
     smoke = commands.add_parser("vm-smoke", help="ping the XDP echo on a QEMU guest's virtio NIC")
     smoke.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    smoke.add_argument("--suite", choices=("bookworm", "trixie"), default="bookworm",
+                       help="the guest: Debian 12 (Linux 6.1) or Debian 13 (Linux 6.12)")
+    commands.add_parser("toolchain", help="grade every reference with another Debian's toolchain "
+                        "(python -m bpflab toolchain --help)")
     records = commands.add_parser("dns-records", help="list or change the DNS lab's records, live")
     records.add_argument("action", choices=("list", "load", "add", "del"))
     records.add_argument("name", nargs="?", help="a name in the zone (www, @, x.lab.example.)")
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "vm-smoke":
         from bpflab.vmsmoke import main as vm_smoke
 
-        return vm_smoke(args.accel)
+        return vm_smoke(args.accel, args.suite)
     if args.command == "dns-records":
         from bpflab.dns_records import DEFAULT_RECORDS
         from bpflab.dns_service import records_command

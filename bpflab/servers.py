@@ -18,7 +18,8 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child process (preexec_fn): the kernel kills it if its parent dies, even by kill -9."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -35,7 +36,7 @@ class NetnsServer:
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
                 ["ip", "netns", "exec", netns, *argv], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
             )
         self._wait_for(ready, timeout)
 

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -44,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab.labs import ROOT, all_labs
+from bpflab.servers import die_with_parent
 
 CACHE = Path("/var/cache/bpflab/toolchains")
 MIRROR = "http://deb.debian.org/debian"
@@ -57,6 +56,8 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 NOT_COPIED = (".git", ".venv", "dist", "artifacts", ".vagrant", "__pycache__", ".pytest_cache",
               ".ruff_cache", "results.json")
 POLICY_RC = "#!/bin/sh\n# bpflab: no service starts in this root (a build root, not a machine)\nexit 101\n"
+# A PID and a mount namespace of the run's own; the first process dies with the run.
+ENTER_ARGV = ("unshare", "--fork", "--pid", "--kill-child", "--mount", "--propagation", "private")
 # What a run executes as it enters: mounts in the new mount namespace, then chroot. "$0" is the root.
 ENTER = r"""
 set -eu
@@ -115,7 +116,8 @@ def build_root(suite: str) -> tuple[Path, bool]:
     start = time.monotonic()
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(partial), MIRROR]
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(partial),
+            MIRROR]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
@@ -151,11 +153,6 @@ def copy_course(root: Path) -> None:
     (root / RESULTS.lstrip("/")).mkdir(parents=True)
 
 
-def _die_with_parent() -> None:
-    """In the child: the kernel kills it (and so its PID namespace) if this run dies."""
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def environment() -> dict[str, str]:
     """A fresh machine's environment, plus the host's CA bundle and proxies if it has them."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
@@ -171,13 +168,12 @@ def environment() -> dict[str, str]:
 
 def run_inside(root: Path, command: str, log: Path, timeout: float) -> int:
     """Run a shell command in the root (cwd COURSE), its output appended to `log`; its exit status."""
-    argv = ["unshare", "--fork", "--pid", "--kill-child", "--mount", "--propagation", "private",
-            "sh", "-c", ENTER, str(root), "sh", "-c", f"cd {COURSE} && {command}"]
+    argv = [*ENTER_ARGV, "sh", "-c", ENTER, str(root), "sh", "-c", f"cd {COURSE} && {command}"]
     with open(log, "a") as out:
         out.write(f"\n$ {command}\n")
         out.flush()
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=environment(), preexec_fn=_die_with_parent)
+                                   env=environment(), preexec_fn=die_with_parent)  # its PID namespace too
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -204,8 +200,9 @@ def read_result(root: Path, lab: str) -> LabResult:
     if not path.is_file():
         return LabResult(lab, 0, 0, ["(the grader wrote no results)"])
     data = json.loads(path.read_text())
-    failed = [test["name"] for test in data.get("tests", []) if test.get("score", 0) < test.get("max_score", 0)]
-    return LabResult(lab, data.get("score", 0), sum(t.get("max_score", 0) for t in data.get("tests", [])), failed)
+    tests = data.get("tests", [])
+    failed = [test["name"] for test in tests if test.get("score", 0) < test.get("max_score", 0)]
+    return LabResult(lab, data.get("score", 0), sum(test.get("max_score", 0) for test in tests), failed)
 
 
 @contextlib.contextmanager
@@ -218,7 +215,8 @@ def locked(suite: str):
 
 
 def run(suite: str, labs: list[str], log: Path) -> tuple[dict[str, str], list[LabResult], dict[str, float]]:
-    """Build or reuse the root, provision it with the README's command, grade every lab's reference."""
+    """Build or reuse the root, provision it with the README's command, grade every lab's reference
+    (none: only build and provision)."""
     times: dict[str, float] = {}
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -241,8 +239,8 @@ def run(suite: str, labs: list[str], log: Path) -> tuple[dict[str, str], list[La
         results = []
         for lab in labs:
             start = time.monotonic()
-            run_inside(root, f".venv/bin/python -m grader grade --lab {lab} --results {RESULTS}/{lab}.json",
-                       log, 600)
+            grade = f".venv/bin/python -m grader grade --lab {lab} --results {RESULTS}/{lab}.json"
+            run_inside(root, grade, log, 600)
             times[lab] = time.monotonic() - start
             result = read_result(root, lab)
             results.append(result)
@@ -255,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bpflab toolchain", description=__doc__.splitlines()[0])
     parser.add_argument("suite", nargs="?", default="trixie", choices=SUITES)
     parser.add_argument("--labs", nargs="+", help="lab ids (default: every lab)")
-    parser.add_argument("--log", type=Path, help="the root's whole output (default: artifacts/toolchain-SUITE.log)")
+    parser.add_argument("--prepare", action="store_true", help="only build and provision the root")
+    parser.add_argument("--log", type=Path,
+                        help="the root's whole output (default: artifacts/toolchain-SUITE.log)")
     args = parser.parse_args(argv)
-    labs = args.labs or [lab.id for lab in all_labs()]
+    labs = [] if args.prepare else args.labs or [lab.id for lab in all_labs()]
     log = args.log or ROOT / "artifacts" / f"toolchain-{args.suite}.log"
     started = time.monotonic()
     try:
@@ -267,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say("times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
         + f"; total {time.monotonic() - started:.0f} s")
+    if args.prepare:
+        print(f"PASS: the {args.suite} root is provisioned "
+              f"(clang {found.get('clang')}, BCC {found.get('bcc')})", flush=True)
+        return 0
     short = [r for r in results if not r.full_marks]
     if short:
         print(f"FAIL: with clang {found.get('clang')} ({args.suite}), not full marks: "

@@ -1,7 +1,8 @@
 """`make vm-smoke`: the reference XDP echo, natively attached to a virtio NIC in a real guest.
 
 Vagrant boxes cannot be downloaded where the course is tested, so this is what stands in for
-`vagrant up`: a minimal Debian 12 guest (debootstrap, cached) boots under QEMU with a
+`vagrant up`: a minimal Debian guest (debootstrap, cached; Debian 12 with Linux 6.1 by default, or
+Debian 13 with Linux 6.12: `--suite trixie`) boots under QEMU with a
 multi-queue virtio-net NIC on a multi_queue tap in a network namespace of its own. In the guest
 the reference program (bpf/xdp_icmp_echo.c) is attached in driver mode, the kernel's own echo is
 switched off, and the host pings the guest. It passes when every ping is answered, `ip -d link`
@@ -11,7 +12,7 @@ the guest's verifier also checks every other program the course ships, loading w
 them: each lab's reference (as BPF_PROG_TYPE_XDP or, at the "tc" hook, BPF_PROG_TYPE_SCHED_CLS) and
 the benchmark's XDP tools in bpf/tools; the run fails if it rejects any.
 
-    netns vmsmoke-<pid>                            QEMU guest, 2 vCPUs, Debian 12 kernel
+    netns vmsmoke-<pid>                            QEMU guest, 2 vCPUs, the suite's kernel
     tap vmsmoke<pid>, multi_queue        <====>    virtio-net-pci, 4 queue pairs (mq=on)
     198.51.100.1/24, 2001:db8:1::1/64              198.51.100.2/24, 2001:db8:1::2/64, XDP echo
 
@@ -21,7 +22,7 @@ course's own runtime (`programs.load`, BCC), takes the very instructions BCC mad
 and, from the host kernel, the type and sizes of each map the instructions load; the guest's
 small loader (vmguest/xdp_loader.py, ctypes on libbpf) makes the same maps, writes their fds into
 those instructions and loads them. The guest kernel's verifier checks them afresh: the bytecode
-students' programs become, verified and run by a Debian 12 kernel. BCC takes about 4 s a program,
+students' programs become, verified and run by the guest's own kernel. BCC takes about 4 s a program,
 so the host compiles them in worker processes while the guest boots, and hands them over as one
 line of JSON through a virtio-serial port (QEMU's end is a unix socket in the run's folder).
 
@@ -61,6 +62,7 @@ from pyroute2 import netns
 
 from bpflab.labs import BPF_TOOLS, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError, existing_netns
+from bpflab.servers import die_with_parent
 from bpflab.topology import NUD_PERMANENT, PingResult, _raise_interrupt, pid_alive, run_in, sysctl
 
 CACHE = Path("/var/cache/bpflab/vm-smoke")
@@ -73,7 +75,7 @@ TOOLS = (("dns_query_generator.c", "dns_query_generator", ("-DQUERY_LEN=75",)),
 PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
 COMPILERS = 2  # worker processes running BCC while the guest boots
 PORT = "bpflab.programs"  # the virtio-serial port that carries them to the guest
-SUITE = "bookworm"
+SUITES = {"bookworm": "Debian 12, Linux 6.1", "trixie": "Debian 13, Linux 6.12"}  # guest kernels
 # What the guest needs: a kernel and an initrd that mounts the root disk, iproute2, and the
 # loader's python3 and libbpf1. (minbase already has tar, mount and dmesg.)
 PACKAGES = ("linux-image-amd64", "initramfs-tools", "kmod", "udev", "iproute2", "python3", "libbpf1")
@@ -118,28 +120,28 @@ def guest_files() -> dict[str, Path]:
     return {"smoke-init": GUEST_FILES / "smoke-init", "smoke/xdp_loader.py": GUEST_FILES / "xdp_loader.py"}
 
 
-def image_keys() -> tuple[str, str]:
+def image_keys(suite: str) -> tuple[str, str]:
     """(tree key, image key): the tree changes with the packages, the image also with the guest files."""
-    tree = _digest(SUITE.encode(), *(p.encode() for p in PACKAGES + INITRD_MODULES))
+    tree = suite + "-" + _digest(suite.encode(), *(p.encode() for p in PACKAGES + INITRD_MODULES))
     files = [name.encode() + b"=" + path.read_bytes() for name, path in sorted(guest_files().items())]
     return tree, _digest(tree.encode(), *files)
 
 
-def guest_image() -> tuple[GuestImage, bool]:
-    """The cached guest image, built first if the packages or guest files changed; (image, built)."""
+def guest_image(suite: str) -> tuple[GuestImage, bool]:
+    """The suite's cached guest image, built first if the packages or guest files changed; (image, built)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    tree_key, image_key = image_keys()
+    tree_key, image_key = image_keys(suite)
     tree, root = CACHE / f"tree-{tree_key}", CACHE / f"root-{image_key}.ext4"
     built = False
     with open(CACHE / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build it once
         if not tree.is_dir():
-            debootstrap(tree)
+            debootstrap(tree, suite)
             built = True
         if not root.is_file():
             make_ext4(tree, root)
             built = True
-        for old in [*CACHE.glob("tree-*"), *CACHE.glob("root-*")]:
+        for old in [*CACHE.glob(f"tree-{suite}-*"), *CACHE.glob(f"root-{suite}-*")]:
             if old in (tree, root):
                 continue
             if old.is_dir():
@@ -156,18 +158,18 @@ def _one(tree: Path, pattern: str) -> Path:
     return found[-1]
 
 
-def debootstrap(tree: Path) -> None:
+def debootstrap(tree: Path, suite: str) -> None:
     """A minbase Debian tree with PACKAGES and a small initrd, built aside and renamed when complete."""
     start = time.monotonic()
     partial = tree.with_name(tree.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(partial)]
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(partial)]
     _build_step(argv, partial)
     (partial / "etc/initramfs-tools/conf.d/vmsmoke.conf").write_text("MODULES=list\n")
     (partial / "etc/initramfs-tools/modules").write_text("\n".join(INITRD_MODULES) + "\n")
     _build_step(["chroot", str(partial), "update-initramfs", "-u", "-k", "all"], partial)
     partial.rename(tree)
-    say(f"debootstrap of {SUITE} with {len(PACKAGES)} packages took {time.monotonic() - start:.1f} s")
+    say(f"debootstrap of {suite} with {len(PACKAGES)} packages took {time.monotonic() - start:.1f} s")
 
 
 def _build_step(argv: list[str], partial: Path) -> None:
@@ -341,12 +343,6 @@ def make_netns(name: str, tap: str) -> None:
             ns.neigh("replace", dst=address, lladdr=GUEST_MAC, ifindex=index, state=NUD_PERMANENT)
 
 
-def _die_with_parent() -> None:
-    """In a child: the kernel kills it (QEMU, a compiler) if this run dies without cleaning up."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def qemu_argv(accel: str, image: GuestImage, disk: Path, serial: Path, port: Path, tap: str) -> list[str]:
     return [
         "qemu-system-x86_64", "-name", tap, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
@@ -416,7 +412,7 @@ def start_guest(run: Run, accel: str, image: GuestImage, disk: Path) -> Guest:
     with open(log, "w") as out:
         argv = ["ip", "netns", "exec", run.netns, *qemu_argv(accel, image, disk, serial, port, run.tap)]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=_die_with_parent)  # `ip netns exec` execs QEMU: same pid
+                                   preexec_fn=die_with_parent)  # `ip netns exec` execs QEMU: same pid
     return Guest(process, serial, log, port, accel)
 
 
@@ -526,12 +522,13 @@ def say(text: str) -> None:
     print(f"vm-smoke: {text}", flush=True)
 
 
-def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolExecutor) -> list[str]:
+def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolExecutor,
+          suite: str) -> list[str]:
     """Compile the programs while the guest boots, hand them over, ping; return the problems found."""
     start = time.monotonic()
     programs = targets()
     compiling = [compilers.submit(describe, target) for target in programs]
-    image, built = guest_image()
+    image, built = guest_image(suite)
     times["image build" if built else "image (cached)"] = time.monotonic() - start
     say(f"image {image.root.name} ({'built' if built else 'cached'}), kernel {image.kernel.name}")
 
@@ -570,7 +567,7 @@ def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolE
     return check(guest.console(), pings, [target.entry for target in programs])
 
 
-def main(accel: str = "auto") -> int:
+def main(accel: str = "auto", suite: str = "bookworm") -> int:
     """Run the smoke test; print times and PASS or FAIL with reasons; 0 on PASS, 1 otherwise."""
     old_sigterm = signal.signal(signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid()))
     started, times = time.monotonic(), {}
@@ -578,12 +575,12 @@ def main(accel: str = "auto") -> int:
     # Forked (before any thread, at the first submit): "spawn" would also start multiprocessing's
     # resource tracker, which outlives a killed run and keeps its output open.
     compilers = ProcessPoolExecutor(COMPILERS, mp_context=multiprocessing.get_context("fork"),
-                                    initializer=_die_with_parent)  # a killed run leaves no compiler
+                                    initializer=die_with_parent)  # a killed run leaves no compiler
     try:
         removed = cleanup_stale()
         if removed:
             say(f"removed what killed runs left: {' '.join(removed)}")
-        problems = smoke(run, accel, times, compilers)
+        problems = smoke(run, accel, times, compilers, suite)
     except SmokeError as err:
         problems = [str(err)]
     except KeyboardInterrupt:
@@ -599,6 +596,6 @@ def main(accel: str = "auto") -> int:
     if problems:
         print("FAIL: " + "\n  ".join(problems), flush=True)
         return 1
-    print(f"PASS: native XDP on a {QUEUES}-queue virtio NIC answered every ping, "
+    print(f"PASS ({SUITES[suite]}): native XDP on a {QUEUES}-queue virtio NIC answered every ping, "
           f"no locked tx mode; the guest's verifier accepted all {len(targets())} programs", flush=True)
     return 0

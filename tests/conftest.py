@@ -32,6 +32,24 @@ def orphaned_namespaces() -> set[str]:
     return names
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building and provisioning the second toolchain's root (tests/test_toolchain.py) if its
+    test is to run: debootstrap and apt then overlap the rest of the suite."""
+    if not any(item.path.name == "test_toolchain.py" and item.get_closest_marker("slow")
+               for item in session.items):
+        return
+    from bpflab.servers import die_with_parent
+
+    out = ROOT / "artifacts" / "toolchain-trixie-prepare.out"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as sink:
+        session.config.toolchain_prepare = subprocess.Popen(
+            [sys.executable, "-m", "bpflab", "toolchain", "trixie", "--prepare",
+             "--log", str(ROOT / "artifacts" / "toolchain-trixie-prepare.log")],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent)
+
+
 @pytest.fixture(autouse=True)
 def leaves_nothing_behind():
     """Fail any test after which a namespace of ours (and so a veth, XDP or TC program) remains."""

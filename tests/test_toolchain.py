@@ -1,0 +1,89 @@
+"""Debian 13's toolchain (clang 19, BCC 0.31) grades every reference to full marks, on this kernel.
+
+The host's own toolchain (Debian 12: clang 14, BCC 0.26) is graded by test_grader; this test
+fails when a reference stops verifying with the other one. The root is made by debootstrap and
+provisioned by the playbook inside it, as on a fresh machine (bpflab/toolchain.py). So that its
+downloads overlap the rest of the suite, conftest starts building and provisioning it as soon as
+this test is collected; the test waits for that, then grades.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bpflab import toolchain
+from bpflab.labs import ROOT, all_labs
+
+SUITE = "trixie"
+PREPARE_SECONDS = 1800  # debootstrap and a first provisioning: 4 minutes here, more on a slow mirror
+GRADE_SECONDS = 900  # every lab graded once: about a minute
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points of this (the host's) mount namespace inside `root`."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines if line.split()[4].startswith(str(root))]
+
+
+@pytest.mark.slow
+def test_every_reference_scores_full_marks_with_debian_13s_toolchain(request: pytest.FixtureRequest) -> None:
+    prepare = getattr(request.config, "toolchain_prepare", None)
+    if prepare is not None:
+        prepare.wait(timeout=PREPARE_SECONDS)
+        log = (ROOT / "artifacts" / f"toolchain-{SUITE}-prepare.out").read_text()
+        assert prepare.returncode == 0, log[-4000:]
+    done = subprocess.run([sys.executable, "-m", "bpflab", "toolchain", SUITE], cwd=ROOT, capture_output=True,
+                          text=True, timeout=GRADE_SECONDS, check=False)
+    output = done.stdout + done.stderr
+    print(output)
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(r"clang 19\.", output), output
+    for lab in all_labs():
+        assert re.search(rf"{SUITE}: {lab.id} (\d+)/\1 in", output), f"{lab.id} not at full marks:\n{output}"
+    assert not mounts_under(toolchain.root_of(SUITE)), "the root's mounts outlived the run"
+
+
+def processes_in(root: Path) -> list[int]:
+    """Processes whose root directory is `root` (what runs chrooted there)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "root")) == root:
+                    pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
+    """kill -9 of the run: its PID namespace dies with it, and its mount namespace (with the /run
+    that named its network namespaces) with that."""
+    root = toolchain.root_of(SUITE)
+    assert root.is_dir(), "the root is made by the test above"
+    log = tmp_path / "inside.log"
+    command = "ip netns add bpflab-probe && echo ready && sleep 300"
+    script = (f"from pathlib import Path; from bpflab import toolchain; "
+              f"toolchain.run_inside(toolchain.root_of({SUITE!r}), {command!r}, Path({str(log)!r}), 600)")
+    run = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            assert run.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert processes_in(root), "nothing ran in the root"
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 10
+    while (processes_in(root) or mounts_under(root)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_in(root), "processes of the killed run live on"
+    assert not mounts_under(root), "mounts of the killed run live on"
