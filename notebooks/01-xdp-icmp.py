@@ -201,9 +201,22 @@ print(verifier_says(CHECKED, "broken", "xdp", "broken.c"))
 
 # %% [markdown]
 # Your echo server goes further still: it sums the **whole** ICMP message, payload included, to
-# verify its checksum. The verifier must then accept a loop over packet bytes whose length comes
-# from the packet itself. `csum_add_bytes()` in `checksum.h` does it with a constant bound on the
-# loop and a bounds check right before every 2-byte read; use it rather than writing your own.
+# verify its checksum: a loop over packet bytes whose length comes from the packet itself.
+#
+# The verifier proves such a loop once for every length the message may have. Written the
+# obvious way (one loop over the 16-bit words, a `word + 1 > end` check before each read), it
+# verifies or not depending on the compiler: each check teaches the verifier that the packet is
+# *that* long, and a path proven for 1000 bytes is no proof for one of 998, so it can reuse
+# finished work only if the short lengths come first. Debian 12's clang 14 happens to lay the
+# loop out that way; Debian 13's clang 19 lays it out the other way round, and the very same
+# source is rejected: "The sequence of 8193 jumps is too complex".
+#
+# `csum_add_xdp(ctx, start, len, &sum)` in `checksum.h` sidesteps the trap: the helper
+# `bpf_xdp_load_bytes()` copies the message out 64 bytes at a time and checks the bounds at run
+# time, so what the verifier knows after the loop does not depend on the length, and at most 24
+# turns are left to prove whatever shape clang picks. Use it rather than writing your own (and
+# `csum_add_bytes()` for short stretches such as a header). Loops you write yourself: keep the
+# number of turns the verifier must prove small, and let helpers do the long stretches.
 
 # %% [markdown]
 # ## 3 · Your program, one frame at a time
