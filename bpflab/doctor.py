@@ -63,6 +63,25 @@ def check_headers() -> str:
     return f"kernel headers at {target}"
 
 
+def check_toolchain() -> str:
+    """The versions that decide what the verifier is given: which clang, BCC and Python, on which distro."""
+    import subprocess
+
+    lines = Path("/etc/os-release").read_text().splitlines()
+    distro = dict(line.split("=", 1) for line in lines if "=" in line)
+    try:
+        clang = subprocess.run(["clang", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise Problem(f"no clang ({exc}): {PROVISION}") from exc
+    try:
+        import bcc
+    except ImportError as exc:
+        raise Problem(f"BCC does not import ({exc}): {PROVISION}; use the project venv") from exc
+    return (f"toolchain: {distro.get('PRETTY_NAME', '?').strip(chr(34))}, "
+            f"{clang.splitlines()[0].strip()}, BCC {getattr(bcc, '__version__', '?')}, "
+            f"Python {platform.python_version()}")
+
+
 def check_bcc() -> str:
     try:
         load_text(TRIVIAL, "doctor_pass", "xdp").close()
@@ -101,7 +120,7 @@ def check_native_xdp() -> str:
 
 CHECKS: list[Callable[[], str]] = [
     check_root, check_kernel, check_jit, check_btf, check_bpffs, check_headers,
-    check_bcc, check_testrun, check_native_xdp,
+    check_toolchain, check_bcc, check_testrun, check_native_xdp,
 ]
 
 

@@ -124,7 +124,7 @@ def image_keys(suite: str) -> tuple[str, str]:
     """(tree key, image key): the tree changes with the packages, the image also with the guest files."""
     tree = suite + "-" + _digest(suite.encode(), *(p.encode() for p in PACKAGES + INITRD_MODULES))
     files = [name.encode() + b"=" + path.read_bytes() for name, path in sorted(guest_files().items())]
-    return tree, _digest(tree.encode(), *files)
+    return tree, suite + "-" + _digest(tree.encode(), *files)
 
 
 def guest_image(suite: str) -> tuple[GuestImage, bool]:
