@@ -1,8 +1,10 @@
 # The targets that check and build the course (the instructors' copy only; the student release
 # leaves this file out). Included by the Makefile, whose variables it uses.
 SUBMISSION ?=
+SUITE ?= bookworm  # vm-smoke's guest: bookworm (Linux 6.1) or trixie (6.12)
+TOOLCHAIN ?= trixie  # toolchain's root: trixie (clang 19) or bookworm (clang 14)
 
-.PHONY: test grade release bench vm-smoke lint
+.PHONY: test grade release bench vm-smoke toolchain lint
 
 test: provision ## Provision, then run the whole suite (package tests, graded references, notebooks)
 	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
@@ -16,8 +18,11 @@ release: provision ## Build the student release (starters, handouts, public test
 bench: provision ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
 	$(PY) -m bpflab.bench
 
-vm-smoke: provision ## Boot a Debian guest (QEMU) and ping the XDP echo natively attached to its virtio NIC
-	$(PY) -m bpflab vm-smoke
+vm-smoke: provision ## Boot a Debian guest (QEMU; SUITE=trixie for Linux 6.12) and ping the XDP echo on its virtio NIC
+	$(PY) -m bpflab vm-smoke --suite $(SUITE)
+
+toolchain: provision ## Grade every reference with Debian 13's clang and BCC, in a root of its own
+	$(PY) -m bpflab toolchain $(TOOLCHAIN)
 
 lint: provision ## ruff on the Python, ansible-lint on the playbook
 	$(PY) -m ruff check .
