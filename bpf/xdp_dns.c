@@ -147,7 +147,8 @@ static __always_inline int read_name(__u8 *name, void *end, struct dns_key *key)
 /* The UDP datagram: an intact DNS query the fast path may answer. Returns 0 and fills `q`,
  * or -1 to pass. `is_v6`: UDP over IPv6 must carry a checksum (RFC 8200), over IPv4 it may
  * leave it 0. */
-static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, struct query *q, int is_v6)
+static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, struct query *q,
+				       int is_v6)
 {
 	/* SOLUTION: check UDP, the DNS header, the question and an OPT record if there is one */
 	struct udphdr *udp = parse_udphdr(c);

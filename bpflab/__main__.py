@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bpflab.toolchain import SUITES
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     starter.add_argument("lab")
     smoke = commands.add_parser("vm-smoke", help="ping the XDP echo on a QEMU guest's virtio NIC")
     smoke.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    smoke.add_argument("--suite", choices=("bookworm", "trixie"), default="bookworm",
+    smoke.add_argument("--suite", choices=SUITES, default="bookworm",
                        help="the guest: Debian 12 (Linux 6.1) or Debian 13 (Linux 6.12)")
     commands.add_parser("toolchain", help="grade every reference with another Debian's toolchain "
                         "(python -m bpflab toolchain --help)")

@@ -1,4 +1,4 @@
-"""`make toolchain SUITE=trixie`: the course on another Debian's compiler, against this kernel.
+"""`make toolchain`: the course on another Debian's compiler (Debian 13's by default), against this kernel.
 
 Why: the programs are C that clang turns into BPF, and the kernel's verifier judges what clang
 made, not what the student wrote. Two clangs can shape one loop differently, and one shape
@@ -46,7 +46,7 @@ from bpflab.servers import die_with_parent
 
 CACHE = Path("/var/cache/bpflab/toolchains")
 MIRROR = "http://deb.debian.org/debian"
-SUITES = ("bookworm", "trixie")  # Debian 12 and 13: the releases the playbook supports
+SUITES = ("bookworm", "trixie")  # Debian 12 and 13: the releases the playbook supports (vm-smoke too)
 # What a fresh Debian machine has that minbase lacks, and the README's commands need.
 PACKAGES = ("make", "ca-certificates")
 COURSE = "/srv/bpflab"  # where the checkout is copied, inside the root
@@ -177,13 +177,11 @@ def run_inside(root: Path, command: str, log: Path, timeout: float) -> int:
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            process.kill()  # its PID namespace goes with it
-            process.wait()
             raise ToolchainError(f"`{command}` took over {timeout:.0f} s in the root (see {log})") from None
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
+        finally:  # a time-out or Ctrl-C: its PID namespace goes with it
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def versions(root: Path, log: Path) -> dict[str, str]:

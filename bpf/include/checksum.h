@@ -25,7 +25,8 @@
  * (and counts the turns down to a `!= 0` test), and the same source was rejected: "The
  * sequence of 8193 jumps is too complex". A helper checks its bounds at run time, so what the
  * verifier knows afterwards does not depend on the length, whatever the loop's shape: at most
- * 23 turns and a last partial chunk, each proven once. (bpf_xdp_load_bytes needs Linux 5.18; Debian 12 has 6.1.)
+ * 23 turns and a last partial chunk, each proven once. (bpf_xdp_load_bytes needs Linux 5.18;
+ * Debian 12 has 6.1.)
  */
 #ifndef BPFLAB_CHECKSUM_H
 #define BPFLAB_CHECKSUM_H
@@ -69,6 +70,7 @@ static __always_inline int csum_add_bytes(void *start, void *end, __u32 len, __u
 
 	if (len > 2 * MAX_CSUM_WORDS)
 		return -1;
+	barrier_var(len); /* use the value just checked: clang may otherwise reuse an unchecked copy */
 	words = len / 2;
 	for (i = 0; i < MAX_CSUM_WORDS && i < words; i++) {
 		/* Hidden from clang, i keeps the two compares the loop is written with: clang
@@ -76,6 +78,7 @@ static __always_inline int csum_add_bytes(void *start, void *end, __u32 len, __u
 		 * verifiers (Linux 6.1) learn nothing, so they see no end to the loop. */
 		barrier_var(i);
 		word = (__u16 *)start + i;
+		barrier_var(word);
 		if ((void *)(word + 1) > end) /* checked right before each read */
 			return -1;
 		acc += *word;
