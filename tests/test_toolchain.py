@@ -51,13 +51,28 @@ def test_every_reference_scores_full_marks_with_debian_13s_toolchain(request: py
     assert not mounts_under(toolchain.root_of(SUITE)), "the root's mounts outlived the run"
 
 
-def processes_in(root: Path) -> list[int]:
-    """Processes whose root directory is `root` (what runs chrooted there)."""
+def children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(proc.name))
+    return found
+
+
+def pid_namespace(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def processes_in(namespace: str) -> list[int]:
+    """Processes in PID namespace `namespace` (another run, e.g. the suite's own provisioning of
+    the root, may be in the root at the same time: it has a namespace of its own)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
-                if Path(os.readlink(proc / "root")) == root:
+                if pid_namespace(int(proc.name)) == namespace:
                     pids.append(int(proc.name))
     return pids
 
@@ -78,12 +93,15 @@ def test_a_killed_run_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
         while "ready" not in (log.read_text() if log.exists() else ""):
             assert run.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        assert processes_in(root), "nothing ran in the root"
+        unshare = children(run.pid)
+        assert len(unshare) == 1, unshare
+        namespace = pid_namespace(children(unshare[0])[0])  # unshare's child: the run's first process
+        assert namespace != pid_namespace(os.getpid()) and len(processes_in(namespace)) >= 2
     finally:
         run.kill()
         run.wait()
     deadline = time.monotonic() + 10
-    while (processes_in(root) or mounts_under(root)) and time.monotonic() < deadline:
+    while (processes_in(namespace) or mounts_under(root)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not processes_in(root), "processes of the killed run live on"
+    assert not processes_in(namespace), "processes of the killed run live on"
     assert not mounts_under(root), "mounts of the killed run live on"
