@@ -25,9 +25,23 @@ from bpflab.topology import pid_alive
 
 MEMORY_LIMIT = 1 << 30  # a graded run (pytest, scapy, BCC) peaks near 300 MB
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-NAME = re.compile(r"^bpflab-grade-(\d+)-\d+$")
+# bpflab-grade-<PID namespace>-<pid>-<n>: a pid means something only in its own PID namespace. A
+# grader in another one (the toolchain root's, bpflab/toolchain.py, sees this machine's cgroups)
+# would take our live graders for dead ones and remove their cgroups between mkdir and join.
+NAME = re.compile(r"^bpflab-grade-(\d+)-(\d+)-\d+$")
 REMOVE_SECONDS = 30  # killed processes leave the cgroup once reaped: a moment, more on a loaded machine
 _counter = itertools.count()
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace (the inode number of /proc/self/ns/pid)."""
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def is_stale(name: str) -> bool:
+    """A cgroup of ours whose grader is gone; never one made in another PID namespace."""
+    match = NAME.match(name)
+    return bool(match) and int(match[1]) == pid_namespace() and not pid_alive(int(match[2]))
 
 
 def v1_parent() -> Path | None:
@@ -58,7 +72,7 @@ class MemoryCgroup:
         self.limit = limit
         self.path: Path | None = None
         self.procs: Path | None = None
-        name = f"bpflab-grade-{os.getpid()}-{next(_counter)}"
+        name = f"bpflab-grade-{pid_namespace()}-{os.getpid()}-{next(_counter)}"
         for parent, limit_file in ((v1_parent(), "memory.limit_in_bytes"), (v2_parent(), "memory.max")):
             if parent is None:
                 continue
@@ -116,8 +130,7 @@ def cleanup_stale() -> list[Path]:
         if parent is None or not parent.is_dir():
             continue
         for path in parent.iterdir():
-            match = NAME.match(path.name)
-            if match and not pid_alive(int(match.group(1))):
+            if is_stale(path.name):
                 with contextlib.suppress(OSError):
                     path.rmdir()
                     removed.append(path)

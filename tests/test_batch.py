@@ -38,7 +38,7 @@ def our_cgroups() -> list[Path]:
     """Memory cgroups this test run's graders made (their names carry the grader's pid)."""
     parents = [p for p in (cgroup.v1_parent(), cgroup.v2_parent()) if p is not None and p.is_dir()]
     return [path for parent in parents for path in parent.glob("bpflab-grade-*")
-            if cgroup.NAME.match(path.name) and not cgroup.pid_alive(int(cgroup.NAME.match(path.name)[1]))]
+            if cgroup.is_stale(path.name)]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 
 from bpflab import toolchain
 from bpflab.labs import ROOT, all_labs
+from grader import cgroup
 
 SUITE = "trixie"
 PREPARE_SECONDS = 1800  # debootstrap and a first provisioning: 4 minutes here, more on a slow mirror
@@ -105,3 +106,23 @@ def test_a_killed_run_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
         time.sleep(0.2)
     assert not processes_in(namespace), "processes of the killed run live on"
     assert not mounts_under(root), "mounts of the killed run live on"
+
+
+@pytest.mark.slow
+def test_the_roots_grader_leaves_this_machines_cgroups_alone(tmp_path: Path) -> None:
+    """Found in CI: the root's grader, in a PID namespace of its own, took this machine's live
+    graders for dead ones and removed the memory cgroup a graded child was about to join (that
+    run stopped with exit status 1, and the reference scored 0)."""
+    group = cgroup.MemoryCgroup()
+    if group.path is None:
+        pytest.skip("no memory cgroup on this machine")
+    try:
+        root = toolchain.root_of(SUITE)
+        with toolchain.locked(SUITE):
+            toolchain.copy_course(root)
+            command = ".venv/bin/python -c 'from grader import cgroup; print(cgroup.cleanup_stale())'"
+            status = toolchain.run_inside(root, command, tmp_path / "inside.log", 120)
+        assert status == 0, (tmp_path / "inside.log").read_text()
+        assert group.path.is_dir(), (tmp_path / "inside.log").read_text()
+    finally:
+        group.remove()
