@@ -54,12 +54,13 @@ class SourceMap:
     verifier's notes count that copy's lines, which are lined up with the student's here.
     """
 
-    def __init__(self, source: Path, compile_log: str) -> None:
+    def __init__(self, source: Path, compile_log: str, entry: str) -> None:
         self.source = source
+        self.entry = entry
         self.lines = source.read_text(errors="replace").splitlines()
         log = compile_log.splitlines()
         self.printed_at, self.rewritten = rewritten_program(log)
-        self.insn_lines = {index: line for index, (_, line) in disassembly(compile_log).items()}
+        self.insn_lines = {index: line for index, (_, line) in disassembly(compile_log, entry).items()}
         self.to_original: dict[int, int] = {}
         matcher = difflib.SequenceMatcher(None, self.rewritten, self.lines, autojunk=False)
         for tag, r1, r2, o1, o2 in matcher.get_opcodes():
@@ -134,7 +135,7 @@ def helper_hint(found: re.Match[str], hook: str) -> str:
 
 
 def packet_hint(found: re.Match[str], hook: str) -> str:
-    if found["id"] not in (None, "0"):  # the pointer has a variable offset: the check alone is not enough
+    if found["id"]:  # an offset the verifier cannot bound: the check alone is not enough
         return ("this pointer is the packet start plus a variable offset: a `data_end` check counts only "
                 "if the offset has a bound the verifier knows, so first `if (offset > LIMIT) return "
                 f"{'XDP_PASS' if hook == 'xdp' else 'TC_ACT_OK'};` with a named LIMIT (say 1500), then check "
@@ -175,7 +176,8 @@ def rule(name: str, pattern: str, hint: str | Hint) -> Rule:
 
 # First match wins: the more particular messages come first.
 RULES = [
-    rule("variable-packet-offset", r"invalid access to packet.*R\d+\(id=(?P<id>\d+)", packet_hint),
+    rule("variable-packet-offset", r"invalid access to packet.*R(?P<reg>\d+)\(id=(?P<id>[1-9]\d*)",
+         packet_hint),
     rule("packet-bounds", r"invalid access to packet|outside of the packet(?P<id>)", packet_hint),
     rule("unbounded-offset", r"math between pkt pointer and register with unbounded min value|"
          r"unbounded memory access|min value is negative|pointer be out of bounds",
@@ -241,9 +243,9 @@ def _helper_match(found: re.Match[str]) -> re.Match[str]:
     return re.match(r"(?P<helper>.*)", name)
 
 
-def matching_rule(text: str) -> tuple[Rule, re.Match[str]] | None:
+def matching_rule(text: str, skip: str = "") -> tuple[Rule, re.Match[str]] | None:
     for candidate in RULES:
-        found = candidate.pattern.search(text)
+        found = candidate.pattern.search(text) if candidate.name != skip else None
         if found:
             return candidate, found
     return None
@@ -268,6 +270,8 @@ def verifier_feedback(log: str, source: Path, hook: str, smap: SourceMap) -> str
                                          "cur state:", "old state:"))]
     text = " ".join(complaint)
     found = matching_rule(text)
+    if found and found[0].name == "variable-packet-offset" and not offset_unbounded(lines, found[1]):
+        found = matching_rule(text, skip="variable-packet-offset")  # bounded: the check is missing
     decisive = complaint[:3]
     named = re.search(r"\binsn (\d+)\b", text)  # "infinite loop detected at insn 3"
     upto = last_insn + 1
@@ -284,21 +288,36 @@ CALLED = {"helper-at-hook": [], "unreleased-reference": ["bpf_sk_lookup_tcp", "b
                                                           "bpf_skc_lookup_tcp"]}
 
 
+def offset_unbounded(lines: list[str], found: re.Match[str]) -> bool:
+    """Whether the verifier let the refused packet pointer's variable offset reach 64 KiB.
+
+    Such a pointer's `data_end` check is ignored (the verifier's MAX_PACKET_OFF); one with a
+    smaller bound (say ip->ihl * 4) was simply not checked.
+    """
+    state = re.compile(rf"R{found['reg']}(?:_w)?=pkt\(id={found['id']},[^)]*"
+                       r"umax(?:_value)?=(?:\w+=)*(0x[0-9a-f]+|\d+)")
+    bounds = [int(m[1], 0) for line in lines if (m := state.search(line))]
+    return bool(bounds) and bounds[-1] >= MAX_PACKET_OFF
+
+
+MAX_PACKET_OFF = 0xFFFF
+
+
 def where_in_log(lines: list[str], smap: SourceMap, found: tuple[Rule, re.Match[str]] | None) -> str:
     if found and found[0].name in CALLED:
         names = CALLED[found[0].name] or [_helper_match(found[1])["helper"]]
         calls = (n for n, text in enumerate(smap.lines, 1) if any(f"{name}(" in text for name in names))
         return smap.where(next(calls, None))
-    for line in reversed(lines):
+    failing = next((int(insn[1]) for line in reversed(lines) if (insn := INSN_INDEX.match(line))), None)
+    if smap.insn_lines.get(failing):  # BCC's disassembly has the failing instruction's own line
+        return smap.where(smap.line(smap.insn_lines[failing]))
+    for line in reversed(lines):  # else the nearest note of the verifier's that names a real line
         note = ANNOTATION.match(line)
         if note is None or int(note["line"]) == 0 or not note["code"]:
             continue
         if note["file"] != "main.c":  # in a course header
             return header_line(note["file"], int(note["line"]), note["code"])
         return smap.where(smap.line(int(note["line"]), note["code"]))
-    for line in reversed(lines):  # no notes (BCC loaded no line info): BCC's disassembly knows
-        if (insn := INSN_INDEX.match(line)) and smap.insn_lines.get(int(insn[1])):
-            return smap.where(smap.line(smap.insn_lines[int(insn[1])]))
     return smap.source.name
 
 
@@ -393,40 +412,108 @@ SOURCE_NOTE = re.compile(r"^; .*// Line\s+(?P<line>\d+)$")
 MAP_HELPERS = {1: "bpf_map_lookup_elem", 2: "bpf_map_update_elem", 3: "bpf_map_delete_elem"}
 FRAME_POINTER = 10
 LD, LDX, ST, STX, ALU, ALU64 = 0, 1, 2, 3, 4, 7  # instruction classes
-CALL, EXIT, JA, MOV64_REG, MOV64_IMM, ADD64_IMM = 0x85, 0x95, 0x05, 0xBF, 0xB7, 0x07
+JMP, JMP32 = 5, 6
+CALL, EXIT, JA, ADD64_IMM = 0x85, 0x95, 0x05, 0x07
+MOV64_REG, MOV64_IMM, MOV32_REG, MOV32_IMM = 0xBF, 0xB7, 0xBC, 0xB4
 
 
-def disassembly(compile_log: str) -> dict[int, tuple[bytes, int]]:
-    """BCC's annotated disassembly (DEBUG_SOURCE): instruction index -> (its 8 bytes, BCC's line)."""
-    insns = {}
-    line = 0
+def disassembly(compile_log: str, function: str) -> dict[int, tuple[bytes, int]]:
+    """BCC's annotated disassembly (DEBUG_SOURCE) of `function`: index -> (8 bytes, BCC's line)."""
+    insns: dict[int, tuple[bytes, int]] = {}
+    line, inside = 0, False
     for text in compile_log.splitlines():
-        if note := SOURCE_NOTE.match(text):
+        if text.startswith("Disassembly of function "):
+            inside, line = text.split()[-1] == function, 0
+        elif not inside:
+            continue
+        elif note := SOURCE_NOTE.match(text):
             line = int(note["line"])
         elif insn := DISASSEMBLY.match(text):
             insns[int(insn["index"])] = (bytes.fromhex(insn["bytes"].replace(" ", "")), line)
     return insns
 
 
+Values = frozenset[tuple[int, int]] | None  # (constant, where it was set) pairs; None: anything
+MAX_VALUES = 16  # a register that may hold more constants than this holds "anything"
+
+
+def successors(index: int, code: bytes, following: int | None) -> list[int]:
+    """Where control goes after the instruction at `index` (`following` is the next one)."""
+    if code[0] & 0x07 not in (JMP, JMP32) or code[0] == CALL:
+        return [following] if following is not None else []
+    if code[0] == EXIT:
+        return []
+    target = index + 1 + int.from_bytes(code[2:4], "little", signed=True)
+    return [target] if code[0] == JA else [n for n in (following, target) if n is not None]
+
+
+def transfer(state: tuple[Values, ...], index: int, code: bytes) -> tuple[Values, ...]:
+    """Which constants each register may hold after the instruction."""
+    regs = list(state)
+    opcode, dst, src = code[0], code[1] & 0xF, code[1] >> 4
+    if opcode in (MOV64_IMM, MOV32_IMM):
+        regs[dst] = frozenset({(int.from_bytes(code[4:8], "little", signed=True), index)})
+    elif opcode in (MOV64_REG, MOV32_REG):
+        regs[dst] = regs[src] if src < len(regs) else None
+    elif opcode == CALL:
+        regs[0:6] = [None] * 6
+    elif opcode & 0x07 in (LD, LDX, ALU, ALU64) and dst < len(regs):
+        regs[dst] = None
+    return tuple(regs)
+
+
+def merge(a: Values, b: Values) -> Values:
+    if a is None or b is None:
+        return None
+    both = a | b
+    return both if len(both) <= MAX_VALUES else None
+
+
+def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, int]]:
+    """The constants the function may return, each with the instruction that set it.
+
+    A small data-flow analysis over BCC's disassembly: constants flow through register moves
+    and merge where paths meet; anything else (a load, arithmetic, a helper's result) is
+    "anything". Paths the verifier would find impossible are not told apart.
+    """
+    order = sorted(insns)
+    following = dict(zip(order, [*order[1:], None], strict=True))
+    states: dict[int, tuple[Values, ...]] = {order[0]: (None,) * 11} if order else {}
+    work = list(states)
+    returned: set[tuple[int, int]] = set()
+    while work:
+        index = work.pop()
+        code = insns[index][0]
+        after = transfer(states[index], index, code)
+        if code[0] == EXIT and after[0] is not None:
+            returned |= after[0]
+        for target in successors(index, code, following[index]):
+            if target not in insns:
+                continue
+            old = states.get(target)
+            new = after if old is None else tuple(merge(x, y) for x, y in zip(old, after, strict=True))
+            if new != old:
+                states[target] = new
+                work.append(target)
+    return returned
+
+
 def stray_verdicts(compile_log: str, smap: SourceMap, hook: str) -> list[str]:
     """Constants the entry function returns that are no verdict of its hook (`return 7;`).
 
-    The kernel loads such a program, and drops what it returns them for. Found where the
-    program sets r0 to a constant right before `exit`, or right before a jump to `exit`.
+    The kernel loads such a program, and drops what it returns them for (XDP), or lets the
+    next filter decide (TC): a mistake only the behaviour would show, late.
     """
-    insns = disassembly(compile_log)
+    insns = disassembly(compile_log, smap.entry)
     names = XDP_VERDICTS if hook == "xdp" else TC_VERDICTS
     found = []
-    for index, (code, line) in insns.items():
-        if code[0] != MOV64_IMM or code[1] & 0xF != 0:
+    for value, index in sorted(returned_constants(insns)):
+        if value in names:
             continue
-        value = int.from_bytes(code[4:8], "little", signed=True)
-        after = insns.get(index + 1, (b"\0", 0))[0]
-        if after[0] == JA:
-            after = insns.get(index + 2 + int.from_bytes(after[2:4], "little", signed=True), (b"\0", 0))[0]
-        if after[0] == EXIT and value not in names:
-            found.append(f"warning: the program returns {verdict(hook, value)}\n"
-                         f"at {smap.where(smap.line(line))}")
+        written = re.compile(rf"\breturn\s+\(?{value}\)?\s*;")  # the line that says it, if one does
+        line = next((n for n, text in enumerate(smap.lines, 1) if written.search(text)), None)
+        found.append(f"warning: the program returns {verdict(hook, value)}\n"
+                     f"at {smap.where(line or smap.line(insns[index][1]))}")
     return found
 
 
@@ -443,7 +530,7 @@ def uninitialised_keys(compile_log: str, smap: SourceMap) -> list[str]:
     written: set[int] = set()
     on_stack: dict[int, int] = {}  # register -> its offset from r10
     found = []
-    for code, line in disassembly(compile_log).values():
+    for code, line in disassembly(compile_log, smap.entry).values():
         opcode, regs = code[0], code[1]
         dst, src = regs & 0xF, regs >> 4
         offset = int.from_bytes(code[2:4], "little", signed=True)

@@ -131,7 +131,7 @@ def survives_compile(source: Path, flags: list[str]) -> None:
         log = trial.stderr
         raise ProgramError("compile", f"{source.name} does not compile: the compiler stopped "
                            f"(exit status {trial.returncode}).",
-                           compile_feedback(log, SourceMap(source, log)), log)
+                           compile_feedback(log, SourceMap(source, log, "")), log)
     _SURVIVED.add(key)
 
 
@@ -187,7 +187,7 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
             failed = True
         else:
             failed = False
-    smap = SourceMap(source, log[0])
+    smap = SourceMap(source, log[0], entry)
     if failed and "Cannot allocate memory" in log[0]:
         raise ProgramError(
             "load",

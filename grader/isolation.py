@@ -38,6 +38,7 @@ from grader.sandbox import Rejected, read_program
 GRADED = (0, 1)  # pytest's exit codes when every test ran: all passed, some failed
 STARTUP_SECONDS = 120  # Python, pytest and scapy starting up, on a loaded machine
 TERM_GRACE = 15  # seconds a stopped child has to remove its namespaces before SIGKILL
+MAX_NOTES = 4000  # characters of warnings taken from a child: enough for a dozen, no flood
 
 
 class Interrupted(Exception):
@@ -189,6 +190,7 @@ class Supervisor:
                 self.collected_at = time.monotonic()
             elif kind == "loaded":
                 self.loaded = True
+                self.result.notes = str(event.get("notes", ""))[:MAX_NOTES]
             elif kind == "start":
                 self.started = self.result.test(event["nodeid"]).nodeid
             elif kind == "result":

@@ -40,7 +40,7 @@ def gradescope(result: LabResult) -> dict:
     out = {
         "score": result.score,
         "max_score": result.max_score,
-        "output": result.problem or public_line(result),
+        "output": result.problem or "\n\n".join(filter(None, [public_line(result), result.notes])),
         "tests": [gradescope_test(test) for test in result.tests],
     }
     if result.leaderboard:
@@ -72,6 +72,9 @@ def feedback(student: str, results: list[LabResult]) -> str:
         lines += [f"## {result.lab.id}: {result.lab.title}", "", f"Public tests: **{score:g}/{most:g}**", ""]
         if result.problem:
             lines += ["Nothing could be tested:", "", "```", result.problem, "```", ""]
+        if result.notes:
+            lines += ["The program loads, but the compiler and the course's checks warn:", "", "```",
+                      result.notes, "```", ""]
         for test in public:
             mark = "PASS" if test.passed else "FAIL"
             lines.append(f"- {mark} {test.score:g}/{test.max_score:g}: {test.name}")
@@ -86,12 +89,14 @@ def feedback(student: str, results: list[LabResult]) -> str:
 
 def record(result: LabResult) -> dict:
     """Everything about a lab's grade, for the class outputs and for merging shards."""
-    return {"lab": result.lab.id, "problem": result.problem, "exit_code": result.exit_code,
-            "tests": [asdict(test) for test in result.tests], "leaderboard": result.leaderboard}
+    return {"lab": result.lab.id, "problem": result.problem, "notes": result.notes,
+            "exit_code": result.exit_code, "tests": [asdict(test) for test in result.tests],
+            "leaderboard": result.leaderboard}
 
 
 def from_record(data: dict, submission: Path) -> LabResult:
     return LabResult(lab=load_lab(data["lab"]), submission=submission, problem=data["problem"],
+                     notes=data.get("notes", ""),
                      exit_code=data["exit_code"], tests=[TestResult(**test) for test in data["tests"]],
                      leaderboard=data.get("leaderboard", []))
 
@@ -105,6 +110,9 @@ def summary(result: LabResult) -> str:
     lines = [f"{result.lab.id} ({result.lab.title}) — {result.submission}"]
     if result.problem:
         lines += ["", "Nothing could be tested:", *("  " + line for line in result.problem.splitlines()), ""]
+    if result.notes:
+        lines += ["", "The program loads, but warnings say what it will get wrong:",
+                  *("  " + line for line in result.notes.splitlines()), ""]
     for test in result.tests:
         mark = "PASS" if test.passed else "FAIL"
         lines.append(f"  [{mark}] {test.score:g}/{test.max_score:g}  {test.name}")

@@ -39,6 +39,7 @@ class LabResult:
     submission: Path
     tests: list[TestResult] = field(default_factory=list)
     problem: str = ""  # why nothing could run (no file, compile or verifier failure)
+    notes: str = ""  # what the program will get wrong though it loads (compiler warnings), and where
     exit_code: int = 0  # pytest's; non-zero values other than "tests failed" are grader faults
     leaderboard: list[dict] = field(default_factory=list)  # Gradescope entries: name, value, order
 
@@ -96,9 +97,11 @@ class Collector:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
-        yield
+        outcome = yield
         if fixturedef.argname == "program":
-            self.report({"event": "loaded"})
+            loaded = fixturedef.cached_result[0] if fixturedef.cached_result and not outcome.excinfo else None
+            self.result.notes = "\n".join(getattr(loaded, "warnings", []))
+            self.report({"event": "loaded", "notes": self.result.notes})
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         test = self.by_id[nodeid]

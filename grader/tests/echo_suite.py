@@ -15,9 +15,10 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, raw
 
 from bpflab import echo, fuzz, packets, testrun
+from bpflab.explain import verdict
 from bpflab.labs import Lab
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6, describe
-from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, Program
+from bpflab.programs import Program
 from bpflab.topology import Topology
 from bpflab.wire import Wire
 from grader.checks import expect, fail, points
@@ -29,10 +30,6 @@ V6_SIZES = (0, 1, 56, 1000, 1452)
 FUZZ_FRAMES = 100_000
 WIRE_FUZZ_FRAMES = 10_000
 FUZZ_SEED = 2026
-
-
-def verdict_name(hook: str, verdict: int) -> str:
-    return (XDP_VERDICTS if hook == "xdp" else TC_VERDICTS).get(verdict, str(verdict))
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +46,8 @@ def expect_reply(server: Program, hook: str, frame: Packet | bytes, what: str) -
     result = testrun.run(server.fd, data)
     expect(
         result.verdict == REPLY[hook],
-        f"Sent {what}: {describe(data)}\nThe program returned {verdict_name(hook, result.verdict)}; "
-        f"an echo request for the server must be answered ({verdict_name(hook, REPLY[hook])}).",
+        f"Sent {what}: {describe(data)}\nThe program returned {verdict(hook, result.verdict)}; "
+        f"an echo request for the server must be answered ({verdict(hook, REPLY[hook])}).",
     )
     expect(
         echo.same_reply(result.packet, expected),
@@ -83,7 +80,7 @@ def expect_pass(server: Program, hook: str, frame: Packet | bytes, what: str) ->
         return
     expect(
         result.verdict in PASS[hook] and result.packet == data,
-        f"Sent {what}: {describe(data)}\nThe program returned {verdict_name(hook, result.verdict)}"
+        f"Sent {what}: {describe(data)}\nThe program returned {verdict(hook, result.verdict)}"
         f"{'' if result.packet == data else ' and changed the frame'}; it must pass it to the kernel "
         "untouched.",
     )
@@ -386,7 +383,7 @@ def test_fuzz_never_a_wrong_reply(server: Program, lab: Lab) -> None:
         if not right:
             fail(  # the message is built only now: describing 100,000 frames would take a minute
                 f"Fuzzing (seed {FUZZ_SEED}): for {frame.hex()}\n({describe(frame)}) the program returned "
-                f"{verdict_name(lab.hook, result.verdict)} with {describe(result.packet)}; expected "
+                f"{verdict(lab.hook, result.verdict)} with {describe(result.packet)}; expected "
                 f"{describe(expected) if expected else 'the frame passed untouched'}."
             )
         replied += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from scapy.packet import Packet, raw
 
 from bpflab import packets, testrun
-from bpflab.programs import XDP_VERDICTS, Program
+from bpflab.explain import verdict
+from bpflab.programs import Program
 from bpflab.topology import Topology
 from grader.checks import expect, points
 
@@ -36,7 +37,7 @@ def run_and_count(program: Program, frame: Packet | bytes) -> dict[int, int]:
     seen = packets.describe(data)
     expect(
         result.verdict == XDP_PASS,
-        f"Sent {seen}: the program returned {XDP_VERDICTS.get(result.verdict, result.verdict)}, "
+        f"Sent {seen}: the program returned {verdict('xdp', result.verdict)}, "
         "but every frame must be passed (XDP_PASS).",
     )
     expect(result.packet == data, f"Sent {seen}: the program changed the frame; it must only count.")

@@ -25,8 +25,9 @@ import pytest
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
 from bpflab.dns_records import Records
+from bpflab.explain import verdict
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, length_changed, truncations
-from bpflab.programs import XDP_VERDICTS, Program
+from bpflab.programs import Program
 from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
 from grader.checks import expect, fail, points
@@ -62,7 +63,7 @@ def expect_answer(server: Program, records: Records, frame: bytes, what: str) ->
     assert want is not None, f"the suite's own query is wrong: {what}"
     result = run(server, frame)
     expect(result.verdict == XDP_TX,
-           f"Sent {what}.\nThe program returned {XDP_VERDICTS.get(result.verdict, result.verdict)}; "
+           f"Sent {what}.\nThe program returned {verdict('xdp', result.verdict)}; "
            "a query for a name in the records must be answered (XDP_TX).")
     if not same_answer(result.packet, want):
         fail(f"Sent {what}.\nAnswered: {describe(result.packet)}\nExpected: {describe(want)}\n"
@@ -75,7 +76,7 @@ def expect_pass(server: Program, frame: bytes, what: str) -> None:
     result = run(server, frame)
     expect(result.verdict == XDP_PASS and result.packet == frame,
            f"Sent {what}: {describe(frame)}\nThe program returned "
-           f"{XDP_VERDICTS.get(result.verdict, result.verdict)}"
+           f"{verdict('xdp', result.verdict)}"
            f"{'' if result.packet == frame else ' and changed the frame'}; it must pass it to the "
            "kernel untouched (XDP_PASS), where the user-space server answers it.")
 
@@ -371,7 +372,7 @@ def test_fuzzed_frames_get_no_wrong_answer(server: Program, records: Records) ->
         if want is None:
             if not (result.verdict == XDP_PASS and result.packet == frame):
                 fail(f"Fuzzing: a frame that must be passed untouched was not: {describe(frame)} "
-                     f"(verdict {XDP_VERDICTS.get(result.verdict, result.verdict)}); bytes: {frame.hex()}")
+                     f"(verdict {verdict('xdp', result.verdict)}); bytes: {frame.hex()}")
         else:
             answered += 1
             if not (result.verdict == XDP_TX and same_answer(result.packet, want)
