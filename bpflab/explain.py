@@ -353,7 +353,8 @@ def compile_feedback(log: str, smap: SourceMap) -> str:
     if found is None:
         shown = [lines[first].replace(MAIN_FILE, smap.source.name)]
     elif found["file"] == MAIN_FILE:
-        shown = [smap.where(smap.diagnostic_line(int(found["line"]), first)), f"error: {found['message']}"]
+        line = smap.diagnostic_line(int(found["line"]), first)  # LLVM may say line 0: no line then
+        shown = [*([smap.where(line)] if line else []), f"error: {found['message']}"]
     else:
         included = [line for line in lines[:first] if line.startswith(f"In file included from {MAIN_FILE}:")]
         where = ""
@@ -362,8 +363,8 @@ def compile_feedback(log: str, smap: SourceMap) -> str:
             where = f"\n(in a header that {smap.where(smap.diagnostic_line(number, first))} includes)"
         shown = [f"{Path(found['file']).name}:{found['line']}: error: {found['message']}{where}"]
     hinted = matching_rule(lines[first]) or matching_rule(" ".join(lines[first:first + 3]))
-    if hinted and hinted[0].name == "stack-limit":
-        shown += largest_locals(smap)
+    if hinted and hinted[0].name == "stack-limit":  # LLVM names the function's line: the arrays matter
+        shown = [shown[-1], *largest_locals(smap)]
     elif found and "memcpy" in found["message"]:
         shown.append("hint: copy with __builtin_memcpy(to, from, SIZE) and a constant SIZE")
     elif found and re.search(r"too many arg|pass by value|aggregate|VarArgs", found["message"]):
@@ -387,8 +388,7 @@ def largest_locals(smap: SourceMap) -> list[str]:
         array = ARRAY.match(text)
         if array and text.startswith((" ", "\t")):  # indented: a local, not a global
             size = int(array["count"]) * C_SIZES.get(array["type"], 1)
-            where = f"{smap.source.name}:{number}"
-            found.append((size, f"{where}: `{text.strip()}` is {size} bytes on the stack"))
+            found.append((size, f"{smap.where(number)}    <- {size} bytes on the stack"))
     return [line for _, line in sorted(found, reverse=True)[:2]]
 
 
