@@ -54,13 +54,12 @@ class SourceMap:
     verifier's notes count that copy's lines, which are lined up with the student's here.
     """
 
-    def __init__(self, source: Path, compile_log: str, entry: str) -> None:
+    def __init__(self, source: Path, compile_log: str) -> None:
         self.source = source
-        self.entry = entry
+        self.compile_log = compile_log
         self.lines = source.read_text(errors="replace").splitlines()
         log = compile_log.splitlines()
         self.printed_at, self.rewritten = rewritten_program(log)
-        self.insn_lines = {index: line for index, (_, line) in disassembly(compile_log, entry).items()}
         self.to_original: dict[int, int] = {}
         matcher = difflib.SequenceMatcher(None, self.rewritten, self.lines, autojunk=False)
         for tag, r1, r2, o1, o2 in matcher.get_opcodes():
@@ -80,6 +79,10 @@ class SourceMap:
     def diagnostic_line(self, main_line: int, log_index: int) -> int | None:
         """The student's line for a compiler message found at `log_index` of the compile log."""
         return main_line if log_index < self.printed_at else self.line(main_line)
+
+    def insn_lines(self, entry: str) -> dict[int, int]:
+        """BCC's line of each instruction of function `entry`."""
+        return {index: line for index, (_, line) in disassembly(self.compile_log, entry).items()}
 
     def where(self, line: int | None) -> str:
         """`file.c:N: the code`, as a student finds it in the editor."""
@@ -255,7 +258,7 @@ ANNOTATION = re.compile(r"^; (?P<code>.*?)\s*@ (?P<file>\S+):(?P<line>\d+)$")
 INSN_INDEX = re.compile(r"^(\d+): \(")
 
 
-def verifier_feedback(log: str, source: Path, hook: str, smap: SourceMap) -> str:
+def verifier_feedback(log: str, hook: str, smap: SourceMap, entry: str) -> str:
     """The verifier's complaint, the student's line it was checking, and what to change.
 
     The log lists instructions (`12: (71) r2 = ...`) with source notes between them; the
@@ -277,7 +280,7 @@ def verifier_feedback(log: str, source: Path, hook: str, smap: SourceMap) -> str
     upto = last_insn + 1
     if named:
         upto = max((i + 1 for i, line in enumerate(lines) if line.startswith(f"{named[1]}: (")), default=upto)
-    decisive.append(f"at {where_in_log(lines[:upto], smap, found)}")
+    decisive.append(f"at {where_in_log(lines[:upto], smap, found, entry)}")
     if found:
         decisive.append(f"hint: {found[0].hint(found[1], hook)}")
     return "\n".join(decisive)
@@ -303,14 +306,16 @@ def offset_unbounded(lines: list[str], found: re.Match[str]) -> bool:
 MAX_PACKET_OFF = 0xFFFF
 
 
-def where_in_log(lines: list[str], smap: SourceMap, found: tuple[Rule, re.Match[str]] | None) -> str:
+def where_in_log(lines: list[str], smap: SourceMap, found: tuple[Rule, re.Match[str]] | None,
+                 entry: str) -> str:
     if found and found[0].name in CALLED:
         names = CALLED[found[0].name] or [_helper_match(found[1])["helper"]]
         calls = (n for n, text in enumerate(smap.lines, 1) if any(f"{name}(" in text for name in names))
         return smap.where(next(calls, None))
     failing = next((int(insn[1]) for line in reversed(lines) if (insn := INSN_INDEX.match(line))), None)
-    if smap.insn_lines.get(failing):  # BCC's disassembly has the failing instruction's own line
-        return smap.where(smap.line(smap.insn_lines[failing]))
+    insn_lines = smap.insn_lines(entry)
+    if insn_lines.get(failing):  # BCC's disassembly has the failing instruction's own line
+        return smap.where(smap.line(insn_lines[failing]))
     for line in reversed(lines):  # else the nearest note of the verifier's that names a real line
         note = ANNOTATION.match(line)
         if note is None or int(note["line"]) == 0 or not note["code"]:
@@ -476,9 +481,11 @@ def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, in
     and merge where paths meet; anything else (a load, arithmetic, a helper's result) is
     "anything". Paths the verifier would find impossible are not told apart.
     """
+    if not insns:
+        return set()
     order = sorted(insns)
     following = dict(zip(order, [*order[1:], None], strict=True))
-    states: dict[int, tuple[Values, ...]] = {order[0]: (None,) * 11} if order else {}
+    states: dict[int, tuple[Values, ...]] = {order[0]: (None,) * 11}
     work = list(states)
     returned: set[tuple[int, int]] = set()
     while work:
@@ -498,13 +505,13 @@ def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, in
     return returned
 
 
-def stray_verdicts(compile_log: str, smap: SourceMap, hook: str) -> list[str]:
+def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> list[str]:
     """Constants the entry function returns that are no verdict of its hook (`return 7;`).
 
     The kernel loads such a program, and drops what it returns them for (XDP), or lets the
     next filter decide (TC): a mistake only the behaviour would show, late.
     """
-    insns = disassembly(compile_log, smap.entry)
+    insns = disassembly(compile_log, entry)
     names = XDP_VERDICTS if hook == "xdp" else TC_VERDICTS
     found = []
     for value, index in sorted(returned_constants(insns)):
@@ -517,7 +524,7 @@ def stray_verdicts(compile_log: str, smap: SourceMap, hook: str) -> list[str]:
     return found
 
 
-def uninitialised_keys(compile_log: str, smap: SourceMap) -> list[str]:
+def uninitialised_keys(compile_log: str, smap: SourceMap, entry: str) -> list[str]:
     """Map keys passed from stack bytes that no instruction ever wrote.
 
     The verifier lets root pass uninitialised stack to a helper, so `__u32 key;` looks up
@@ -530,7 +537,7 @@ def uninitialised_keys(compile_log: str, smap: SourceMap) -> list[str]:
     written: set[int] = set()
     on_stack: dict[int, int] = {}  # register -> its offset from r10
     found = []
-    for code, line in disassembly(compile_log, smap.entry).values():
+    for code, line in disassembly(compile_log, entry).values():
         opcode, regs = code[0], code[1]
         dst, src = regs & 0xF, regs >> 4
         offset = int.from_bytes(code[2:4], "little", signed=True)

@@ -131,7 +131,7 @@ def survives_compile(source: Path, flags: list[str]) -> None:
         log = trial.stderr
         raise ProgramError("compile", f"{source.name} does not compile: the compiler stopped "
                            f"(exit status {trial.returncode}).",
-                           compile_feedback(log, SourceMap(source, log, "")), log)
+                           compile_feedback(log, SourceMap(source, log)), log)
     _SURVIVED.add(key)
 
 
@@ -146,6 +146,7 @@ class Program:
     source: Path
     attachments: list[tuple[str, str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what will misbehave, and where
+    owns_module: bool = True  # False when it shares its compiled module with other programs
 
     def table(self, name: str):
         """A map of the program, by the name it has in the C source."""
@@ -165,16 +166,53 @@ class Program:
                 else:
                     detach_tc(netns, ifname)
         self.attachments.clear()
-        self.bpf.cleanup()
+        if self.owns_module:
+            self.bpf.cleanup()
 
 
-def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> Program:
-    """Compile `source` with BCC and load `entry` at `hook` ("xdp" or "tc").
+@dataclass
+class Compiled:
+    """A compiled BCC module (maps created), whose entry functions are loaded one by one."""
 
-    Raises ProgramError with the decisive compiler or verifier lines on failure. A program
-    that loads but will misbehave (an uninitialised variable or map key) loads with a
-    CompilerWarning per problem; they are also in `program.warnings`.
-    """
+    bpf: object  # bcc.BPF
+    source: Path
+    hook: str
+    log: str  # what BCC printed while compiling: its rewritten program, disassembly, warnings
+    smap: SourceMap
+
+    def load(self, entry: str, owns_module: bool = True) -> Program:
+        """Verify and load `entry`; ProgramError says why the verifier refused it.
+
+        A program that loads but will misbehave (an uninitialised variable or map key, a
+        return value that is no verdict) loads with a CompilerWarning per problem, also kept
+        in `program.warnings`.
+        """
+        from bcc import BPF
+
+        found = [*compiler_warnings(self.log, self.smap), *uninitialised_keys(self.log, self.smap, entry),
+                 *stray_verdicts(self.log, self.smap, self.hook, entry)]
+        prog_type = BPF.XDP if self.hook == "xdp" else BPF.SCHED_CLS
+        with captured_stderr() as verifier:
+            try:
+                fn = self.bpf.load_func(entry.encode(), prog_type)
+            except Exception as exc:
+                error = str(exc)
+            else:
+                error = ""
+        name = self.source.name
+        if error and ("Unknown program" in error or "not found" in error):
+            raise ProgramError("verify", f"{name} has no function called {entry}().")
+        if error:
+            raise ProgramError("verify", f"The kernel's verifier rejected {entry}() in {name}.",
+                               verifier_feedback(verifier[0], self.hook, self.smap, entry), verifier[0])
+        for text in found:
+            warnings.warn(text, CompilerWarning, stacklevel=3)
+        return Program(bpf=self.bpf, name=entry, hook=self.hook, fd=fn.fd, source=self.source,
+                       warnings=found, owns_module=owns_module)
+
+
+def compile_source(source: Path, hook: str, cflags: tuple[str, ...] = ()) -> Compiled:
+    """Compile `source` with BCC for `hook`; ProgramError has the compiler's decisive lines."""
     from bcc import BPF  # Debian's python3-bpfcc; imported late so the CLI starts without it
 
     source = Path(source)
@@ -184,11 +222,9 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
         try:
             bpf = BPF(src_file=str(source).encode(), cflags=flags, debug=DEBUG_PREPROCESSOR | DEBUG_SOURCE)
         except Exception:
-            failed = True
-        else:
-            failed = False
-    smap = SourceMap(source, log[0], entry)
-    if failed and "Cannot allocate memory" in log[0]:
+            bpf = None
+    smap = SourceMap(source, log[0])
+    if bpf is None and "Cannot allocate memory" in log[0]:
         raise ProgramError(
             "load",
             f"The kernel refused to create the maps of {source.name}: they need more memory than a "
@@ -196,32 +232,24 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
             next(line for line in log[0].splitlines() if "Cannot allocate memory" in line),
             log[0],
         )
-    if failed:
+    if bpf is None:
         raise ProgramError("compile", f"{source.name} does not compile.", compile_feedback(log[0], smap),
                            log[0])
-    found = [*compiler_warnings(log[0], smap), *uninitialised_keys(log[0], smap),
-             *stray_verdicts(log[0], smap, hook)]
-    prog_type = BPF.XDP if hook == "xdp" else BPF.SCHED_CLS
-    with captured_stderr() as verifier:
-        try:
-            fn = bpf.load_func(entry.encode(), prog_type)
-        except Exception as exc:
-            error = str(exc)
-        else:
-            error = ""
-    if error:
-        bpf.cleanup()
-        if "Unknown program" in error or "not found" in error:
-            raise ProgramError("verify", f"{source.name} has no function called {entry}().")
-        raise ProgramError(
-            "verify",
-            f"The kernel's verifier rejected {entry}() in {source.name}.",
-            verifier_feedback(verifier[0], source, hook, smap),
-            verifier[0],
-        )
-    for text in found:
-        warnings.warn(text, CompilerWarning, stacklevel=2)
-    return Program(bpf=bpf, name=entry, hook=hook, fd=fn.fd, source=source, warnings=found)
+    return Compiled(bpf, source, hook, log[0], smap)
+
+
+def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> Program:
+    """Compile `source` with BCC and load `entry` at `hook` ("xdp" or "tc").
+
+    Raises ProgramError with the decisive compiler or verifier lines on failure; warns
+    (CompilerWarning) about what will misbehave though it loads.
+    """
+    compiled = compile_source(source, hook, cflags)
+    try:
+        return compiled.load(entry)
+    except ProgramError:
+        compiled.bpf.cleanup()
+        raise
 
 
 def load_text(text: str, entry: str, hook: str, filename: str = "program.c") -> Program:
