@@ -474,34 +474,50 @@ def merge(a: Values, b: Values) -> Values:
     return both if len(both) <= MAX_VALUES else None
 
 
-def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, int]]:
-    """The constants the function may return, each with the instruction that set it.
+State = tuple  # an analysis's facts before one instruction
 
-    A small data-flow analysis over BCC's disassembly: constants flow through register moves
-    and merge where paths meet; anything else (a load, arithmetic, a helper's result) is
-    "anything". Paths the verifier would find impossible are not told apart.
+
+def flow(insns: dict[int, tuple[bytes, int]], start: State, step: Callable[[State, int, bytes], State],
+         meet: Callable[[State, State], State]) -> dict[int, State]:
+    """A forward data-flow pass over one function: the facts that hold before each instruction.
+
+    `step` gives the facts after an instruction, `meet` joins the facts of two paths that meet;
+    the pass repeats until nothing changes (loops included). Paths the verifier would find
+    impossible are not told apart.
     """
     if not insns:
-        return set()
+        return {}
     order = sorted(insns)
     following = dict(zip(order, [*order[1:], None], strict=True))
-    states: dict[int, tuple[Values, ...]] = {order[0]: (None,) * 11}
-    work = list(states)
-    returned: set[tuple[int, int]] = set()
+    states: dict[int, State] = {order[0]: start}
+    work = [order[0]]
     while work:
         index = work.pop()
         code = insns[index][0]
-        after = transfer(states[index], index, code)
-        if code[0] == EXIT and after[0] is not None:
-            returned |= after[0]
+        after = step(states[index], index, code)
         for target in successors(index, code, following[index]):
             if target not in insns:
                 continue
             old = states.get(target)
-            new = after if old is None else tuple(merge(x, y) for x, y in zip(old, after, strict=True))
+            new = after if old is None else meet(old, after)
             if new != old:
                 states[target] = new
                 work.append(target)
+    return states
+
+
+def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, int]]:
+    """The constants the function may return, each with the instruction that set it.
+
+    Constants flow through register moves and merge where paths meet; anything else (a load,
+    arithmetic, a helper's result) is "anything".
+    """
+    states = flow(insns, (None,) * 11, transfer,
+                  lambda a, b: tuple(merge(x, y) for x, y in zip(a, b, strict=True)))
+    returned: set[tuple[int, int]] = set()
+    for index, state in states.items():
+        if insns[index][0][0] == EXIT and state[0] is not None:
+            returned |= state[0]
     return returned
 
 
@@ -525,46 +541,60 @@ def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> 
 
 
 def uninitialised_keys(compile_log: str, smap: SourceMap, entry: str) -> list[str]:
-    """Map keys passed from stack bytes that no instruction ever wrote.
+    """Map keys passed from stack bytes that are not written on every path to the call.
 
     The verifier lets root pass uninitialised stack to a helper, so `__u32 key;` looks up
-    whatever was there before: a program that loads and then misbehaves. BCC's disassembly
-    (DEBUG_SOURCE) is scanned in order: stores to the stack (through r10 or a register copied
-    from it) and stack buffers handed to any helper count as writes; a map helper's key (r2)
-    whose first byte none of them wrote is reported. A loop or a bpf-to-bpf call could make
-    this wrong, so a program with a call to a subprogram is not scanned.
+    whatever was there before: a program that loads and then misbehaves. The pass tracks which
+    registers point into the stack (r10, or copies of it moved by constants) and which stack
+    bytes are written on every path: by a store, or by a helper given a stack buffer. A map
+    helper's key (r2) whose first byte is not is reported. A program with bpf-to-bpf calls
+    (a frame each) is not checked.
     """
-    written: set[int] = set()
-    on_stack: dict[int, int] = {}  # register -> its offset from r10
+    insns = disassembly(compile_log, entry)
+    if any(code[0] == CALL and code[1] >> 4 == 1 for code, _ in insns.values()):
+        return []
+    states = flow(insns, (frozenset(), frozenset()), stack_writes, meet_writes)
     found = []
-    for code, line in disassembly(compile_log, entry).values():
-        opcode, regs = code[0], code[1]
-        dst, src = regs & 0xF, regs >> 4
-        offset = int.from_bytes(code[2:4], "little", signed=True)
-        imm = int.from_bytes(code[4:8], "little", signed=True)
-        if opcode == CALL and src == 1:
-            return []  # a bpf-to-bpf call: each frame has its own r10
-        if opcode == CALL:
-            key = on_stack.get(2)
-            if imm in MAP_HELPERS and key is not None and key not in written:
-                found.append(f"warning: the key given to {MAP_HELPERS[imm]}() was never written: it is "
-                             "whatever the stack held before, so the lookup finds nothing or the wrong "
-                             f"entry. Initialise it (`__u32 key = 0;`)\nat {smap.where(smap.line(line))}")
-            for register in range(1, 6):  # a helper may fill any buffer it is given
-                if register in on_stack:
-                    written.update(range(on_stack[register], 0))
-            for register in range(0, 6):
-                on_stack.pop(register, None)
-            continue
-        size = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}[opcode & 0x18]
-        kind = opcode & 0x07
-        if kind in (ST, STX) and (dst == FRAME_POINTER or dst in on_stack):
-            start = (0 if dst == FRAME_POINTER else on_stack[dst]) + offset
-            written.update(range(start, start + size))
-        elif opcode == MOV64_REG and src == FRAME_POINTER:  # rX = r10
-            on_stack[dst] = 0
-        elif opcode == ADD64_IMM and dst in on_stack:  # rX += imm
-            on_stack[dst] += imm
-        elif kind in (LD, LDX, ALU, ALU64):  # any other write to the register
-            on_stack.pop(dst, None)
+    for index, (written, pointers) in sorted(states.items()):
+        code, line = insns[index]
+        key = dict(pointers).get(2)
+        if code[0] == CALL and code[1] >> 4 == 0 and int.from_bytes(code[4:8], "little") in MAP_HELPERS \
+                and key is not None and key not in written:
+            helper = MAP_HELPERS[int.from_bytes(code[4:8], "little")]
+            found.append(f"warning: the key given to {helper}() is not written on every path before "
+                         "it: there it is whatever the stack held before, so the lookup finds nothing or "
+                         "the wrong entry. Initialise it (`__u32 key = 0;`)\n"
+                         f"at {smap.where(smap.line(line))}")
     return found
+
+
+def stack_writes(state: State, index: int, code: bytes) -> State:
+    """After one instruction: (stack bytes written on every path, registers -> stack offset)."""
+    written, pointers = set(state[0]), dict(state[1])
+    opcode, dst, src = code[0], code[1] & 0xF, code[1] >> 4
+    offset = int.from_bytes(code[2:4], "little", signed=True)
+    imm = int.from_bytes(code[4:8], "little", signed=True)
+    kind = opcode & 0x07
+    if opcode == CALL:
+        for register in range(1, 6):  # a helper may fill any stack buffer it is given
+            if register in pointers:
+                written.update(range(pointers[register], 0))
+        for register in range(0, 6):
+            pointers.pop(register, None)
+    elif kind in (ST, STX) and (dst == FRAME_POINTER or dst in pointers):
+        start = (0 if dst == FRAME_POINTER else pointers[dst]) + offset
+        written.update(range(start, start + {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}[opcode & 0x18]))
+    elif opcode == MOV64_REG and src == FRAME_POINTER:  # rX = r10
+        pointers[dst] = 0
+    elif opcode == MOV64_REG and src in pointers:
+        pointers[dst] = pointers[src]
+    elif opcode == ADD64_IMM and dst in pointers:  # rX += imm
+        pointers[dst] += imm
+    elif kind in (LD, LDX, ALU, ALU64):  # any other write to the register
+        pointers.pop(dst, None)
+    return frozenset(written), frozenset(pointers.items())
+
+
+def meet_writes(a: State, b: State) -> State:
+    """Where two paths meet: written on both, and the stack pointers both agree on."""
+    return a[0] & b[0], a[1] & b[1]

@@ -56,7 +56,7 @@ MISTAKES = [
             "\t__u32 key = 0;\n\tvolatile __u8 buf[600];\n\n\tbuf[ctx->rx_queue_index % 600] = 1;\n",
             "volatile __u8 buf[600];", ("512 bytes", "per-CPU array")),
     Mistake("uninitialised map key", "\t__u32 key = 0;\n", "\t__u32 key;\n",
-            "struct server_addrs *me = server.lookup(&key);", ("never written", "__u32 key = 0;"),
+            "struct server_addrs *me = server.lookup(&key);", ("not written on every path", "__u32 key = 0;"),
             loads=True),
     Mistake("packet pointer plus a variable offset",
             "\ticmp_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);\n",

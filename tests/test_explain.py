@@ -196,7 +196,7 @@ int prog(struct xdp_md *ctx)
 \t\t*count += 1;
 \treturn XDP_PASS;
 }
-""", "seen.lookup(&key);", "never written"),
+""", "seen.lookup(&key);", "not written on every path"),
     "no verdict": (HEAD + "int prog(struct xdp_md *ctx)\n{\n\treturn 7;\n}\n", "return 7;",
                    "not an XDP action"),
 }
