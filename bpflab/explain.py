@@ -80,6 +80,11 @@ class SourceMap:
         """The student's line for a compiler message found at `log_index` of the compile log."""
         return main_line if log_index < self.printed_at else self.line(main_line)
 
+    def definition(self, function: str) -> int | None:
+        """The line where `function` is defined."""
+        start = re.compile(rf"^\w[\w\s\*]*\b{re.escape(function)}\s*\(")
+        return next((n for n, text in enumerate(self.lines, 1) if start.match(text)), None)
+
     def insn_lines(self, entry: str) -> dict[int, int]:
         """BCC's line of each instruction of function `entry`."""
         return {index: line for index, (_, line) in disassembly(self.compile_log, entry).items()}
@@ -323,7 +328,7 @@ def where_in_log(lines: list[str], smap: SourceMap, found: tuple[Rule, re.Match[
         if note["file"] != "main.c":  # in a course header
             return header_line(note["file"], int(note["line"]), note["code"])
         return smap.where(smap.line(int(note["line"]), note["code"]))
-    return smap.source.name
+    return smap.where(smap.definition(entry))  # no line at all: the function, at least
 
 
 def header_line(name: str, line: int, code: str) -> str:
@@ -368,8 +373,10 @@ def compile_feedback(log: str, smap: SourceMap) -> str:
             where = f"\n(in a header that {smap.where(smap.diagnostic_line(number, first))} includes)"
         shown = [f"{Path(found['file']).name}:{found['line']}: error: {found['message']}{where}"]
     hinted = matching_rule(lines[first]) or matching_rule(" ".join(lines[first:first + 3]))
-    if hinted and hinted[0].name == "stack-limit":  # LLVM names the function's line: the arrays matter
-        shown = [shown[-1], *largest_locals(smap)]
+    if hinted and hinted[0].name == "stack-limit":  # LLVM names the function's line: the locals matter
+        function = re.search(r"in function (\w+)", lines[first])
+        shown = [shown[-1] + (f" (in {function[1]}())" if function else ""),
+                 *largest_locals(smap, function[1] if function else "")]
     elif found and "memcpy" in found["message"]:
         shown.append("hint: copy with __builtin_memcpy(to, from, SIZE) and a constant SIZE")
     elif found and re.search(r"too many arg|pass by value|aggregate|VarArgs", found["message"]):
@@ -386,15 +393,25 @@ ARRAY = re.compile(r"^\s*(?:volatile\s+|const\s+|unsigned\s+)*(?P<type>\w+)\s+(?
                    r"\[(?P<count>\d+)\]")
 
 
-def largest_locals(smap: SourceMap) -> list[str]:
-    """The program's largest local arrays, by their size in bytes: what to move into a map."""
+STRUCT_LOCAL = re.compile(r"^\s+struct\s+\w+\s+\w+\s*(=|;|\[)")
+
+
+def largest_locals(smap: SourceMap, function: str = "") -> list[str]:
+    """The local arrays and structs that fill the stack, largest arrays first: what to move
+    into a map. Only `function`'s own lines are searched when the compiler named it."""
+    start = smap.definition(function) if function else None
+    ends = (n for n, text in enumerate(smap.lines, 1) if start and n > start and text.startswith("}"))
+    end = next(ends, len(smap.lines))
     found = []
-    for number, text in enumerate(smap.lines, 1):
+    for number in range(start or 1, end + 1):
+        text = smap.lines[number - 1]
         array = ARRAY.match(text)
         if array and text.startswith((" ", "\t")):  # indented: a local, not a global
             size = int(array["count"]) * C_SIZES.get(array["type"], 1)
             found.append((size, f"{smap.where(number)}    <- {size} bytes on the stack"))
-    return [line for _, line in sorted(found, reverse=True)[:2]]
+        elif STRUCT_LOCAL.match(text):
+            found.append((0, f"{smap.where(number)}    <- a whole struct on the stack: how big is it?"))
+    return [line for _, line in sorted(found, key=lambda item: -item[0])[:3]]
 
 
 def compiler_warnings(log: str, smap: SourceMap) -> list[str]:
