@@ -15,7 +15,7 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"
 HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
 HOOKS = ("xdp", "tc")
-KINDS = ("program", "questions")  # a BPF program to write, or a question set to answer
+KINDS = ("program", "gym", "questions")  # a BPF program to write, a file of exercises, or questions
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,21 @@ class Lab:
     entry: str = ""  # a program's entry function, e.g. hello_xdp
     hook: str = ""  # a program's hook: "xdp" or "tc"
     hidden_points: int = 0  # the part of `points` graded by instructor-only tests
-    kind: str = "program"  # "questions": a TOML file of answers, no program
+    kind: str = "program"  # "gym": several programs in one file; "questions": answers, no program
 
     @property
     def is_program(self) -> bool:
-        return self.kind == "program"
+        """A lab whose submission is BPF C (compiled, verified, attached): a program or a gym."""
+        return self.kind in ("program", "gym")
+
+    @property
+    def entries(self) -> list[str]:
+        """Every entry function the reference defines: a gym's exercises, or the one entry."""
+        if self.kind != "gym":
+            return [self.entry]
+        from bpflab.gym import exercises  # late: the gym module loads programs, which read labs
+
+        return [exercise.entry for exercise in exercises(self.reference.read_text())]
 
     @property
     def folder(self) -> Path:

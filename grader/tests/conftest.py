@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bpflab.gym import Gym, load_gym
 from bpflab.labs import Lab, load_lab
 from bpflab.programs import Program, ProgramError, attach, load
 from bpflab.topology import Topology
@@ -39,12 +40,12 @@ def lab(request: pytest.FixtureRequest) -> Lab:
 
 
 @pytest.fixture(scope="session")
-def loaded() -> dict[str, Program | ProgramError]:
-    """Each lab's program, or why it failed, by lab id: a lab's public and hidden suites share it."""
-    programs: dict[str, Program | ProgramError] = {}
+def loaded() -> dict[str, Program | ProgramError | Gym]:
+    """Each lab's program (or gym), or why it failed, by lab id: a lab's suites share it."""
+    programs: dict[str, Program | ProgramError | Gym] = {}
     yield programs
     for program in programs.values():
-        if isinstance(program, Program):
+        if isinstance(program, Program | Gym):
             program.close()
 
 
@@ -61,6 +62,17 @@ def program(request: pytest.FixtureRequest, lab: Lab, loaded: dict[str, Program 
             loaded[lab.id] = error
     if isinstance(loaded[lab.id], ProgramError):
         raise loaded[lab.id]
+    return loaded[lab.id]
+
+
+@pytest.fixture(scope="module")
+def gym(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Gym:
+    """A gym lab's exercises, each loaded or refused on its own (bpflab.gym), once per lab."""
+    if lab.id not in loaded:
+        source = submitted(request, lab)
+        if not source.is_file():
+            raise ProgramError("compile", f"The submission has no file called {lab.program}.")
+        loaded[lab.id] = load_gym(source, lab.hook)
     return loaded[lab.id]
 
 
