@@ -95,6 +95,17 @@ class Gym:
         return [text for text, line in zip(program.warnings if program else [], lines, strict=True)
                 if line is None or exercise.holds(int(line[1]))]
 
+    def report(self, name: str) -> str:
+        """What exercise `name` gets, in words: accepted, or refused and why, and any warning."""
+        exercise = next(e for e in self.exercises if e.name == name)
+        title = f"Exercise {exercise.number} ({name}), {exercise.entry}()"
+        if name in self.refused:
+            return f"{title}: refused.\n{self.refused[name].explain()}"
+        warned = self.warnings(name)
+        if warned:
+            return f"{title}: loads, but will misbehave.\n" + "\n".join(warned)
+        return f"{title}: accepted by the verifier, no warning. Check it: make check LAB=verifier"
+
     def close(self) -> None:
         for program in self.programs.values():
             program.close()

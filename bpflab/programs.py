@@ -97,16 +97,20 @@ class CompilerWarning(UserWarning):
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[list[str]]:
-    """Capture what C code (libclang, libbpf) writes on fd 2; the text lands in the list."""
+    """Capture what C code (libclang, libbpf) writes on fd 2, and on fd 1 too (BCC prints some of
+    its debug output there): the text lands in the list, and nothing reaches a notebook's cell."""
     sink: list[str] = []
+    sys.stdout.flush()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
         try:
             yield sink
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
             tmp.seek(0)
             sink.append(tmp.read().decode(errors="replace"))
 

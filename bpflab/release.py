@@ -21,6 +21,7 @@ SHARED = (
     "bpflab", "grader", "provisioning",
     "Makefile", "Vagrantfile", "requirements.txt", "constraints.txt", "pyproject.toml",
 )
+COURSE_PROGRAMS = ("maps_tour.c",)  # programs in bpf/ that students read and run, not solutions
 SOLUTION_TAG = "solution"
 UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 
@@ -55,6 +56,8 @@ def build(dest: Path) -> Path:
         elif path.exists():
             shutil.copy2(path, dest / name)
     shutil.copytree(BPF_INCLUDE, dest / "bpf" / "include", ignore=ignored)
+    for name in COURSE_PROGRAMS:
+        shutil.copy2(BPF_INCLUDE.parent / name, dest / "bpf" / name)
     (dest / "notebooks").mkdir()
     for lab in all_labs():
         folder = dest / "labs" / lab.id

@@ -210,7 +210,8 @@ class Target:
 
 def targets() -> list[Target]:
     """Every lab's reference, in course order, then the benchmark's XDP tools."""
-    labs = [Target(lab.reference, lab.entry, lab.hook, attach=lab.id == LAB) for lab in program_labs()]
+    labs = [Target(lab.reference, entry, lab.hook, attach=lab.id == LAB)
+            for lab in program_labs() for entry in lab.entries]  # a gym: each exercise
     return labs + [Target(BPF_TOOLS / name, entry, "xdp", cflags) for name, entry, cflags in TOOLS]
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+import warnings
 
 import pytest
 
+from bpflab.gym import load_gym
 from bpflab.labs import all_labs, program_labs
-from bpflab.programs import load
+from bpflab.programs import CompilerWarning, load
 from bpflab.starters import split_regions, starter_source, telltale_lines
 
 REFERENCE = """int f(void)
@@ -39,12 +41,31 @@ def test_unbalanced_markers_are_refused(broken):
         split_regions(broken)
 
 
-@pytest.mark.parametrize("lab", program_labs(), ids=lambda lab: lab.id)
+PROGRAMS = [lab for lab in program_labs() if lab.kind == "program"]
+GYMS = [lab for lab in program_labs() if lab.kind == "gym"]
+
+
+@pytest.mark.parametrize("lab", PROGRAMS, ids=lambda lab: lab.id)
 def test_starter_compiles_and_verifies(lab, tmp_path):
     source = tmp_path / lab.program
     source.write_text(starter_source(lab.reference.read_text()))
     assert "TODO" in source.read_text()
     load(source, lab.entry, lab.hook).close()
+
+
+@pytest.mark.parametrize("lab", GYMS, ids=lambda lab: lab.id)
+def test_gym_starter_has_every_exercise_refused_or_warned(lab, tmp_path):
+    """A gym's starter is its exercises' mistakes: each refused, or loaded with a warning."""
+    source = tmp_path / lab.program
+    source.write_text(starter_source(lab.reference.read_text()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompilerWarning)
+        gym = load_gym(source, lab.hook)
+    try:
+        for exercise in gym.exercises:
+            assert exercise.name in gym.refused or gym.warnings(exercise.name), gym.report(exercise.name)
+    finally:
+        gym.close()
 
 
 TOML_REFERENCE = """# 1. the answer?

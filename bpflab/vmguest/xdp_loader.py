@@ -65,18 +65,31 @@ def fail(why: str) -> None:
     sys.exit(1)
 
 
-def receive(seconds: float = 60) -> list[dict]:
+def receive(seconds: float = 180) -> list[dict]:
     """The programs, from the virtio-serial port named PORT (its name comes from the host)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for name in glob.glob("/sys/class/virtio-ports/*/name"):
             with open(name) as f:
                 if f.read().strip() == PORT:
-                    with open(f"/dev/{name.split('/')[-2]}", "rb") as port:
-                        return json.loads(port.readline())
+                    return json.loads(first_line(f"/dev/{name.split('/')[-2]}", deadline))
         time.sleep(0.1)
     fail(f"no virtio-serial port {PORT}")
     return []
+
+
+def first_line(device: str, deadline: float) -> bytes:
+    """The first line written into the port. Until the host connects to its end, a read finds
+    the port closed and returns nothing: try again until the deadline (the host may still be
+    compiling when the guest gets here)."""
+    while time.monotonic() < deadline:
+        with open(device, "rb") as port:
+            line = port.readline()
+        if line.strip():
+            return line
+        time.sleep(0.2)
+    fail("the host sent no programs")
+    return b""
 
 
 def create_maps(maps: list[dict]) -> dict[str, int]:
