@@ -282,3 +282,24 @@ def test_verdicts_that_are_none_are_named() -> None:
     assert "not an XDP action" in verdict("xdp", 7)
     assert verdict("tc", 7) == "TC_ACT_REDIRECT"
     assert "not a TC action" in verdict("tc", 42)
+
+
+def test_a_notebook_cell_that_loads_a_broken_program_shows_the_explanation_and_the_kernel_lives(tmp_path):
+    """The stack mistake ends LLVM's process; in a notebook it is an explanation, not a dead kernel,
+    and the cell shows the explanation rather than the runtime's traceback."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = tmp_path / LAB.program
+    source.write_text(next(m for m in MISTAKES if m.name == "600 bytes on the stack").source())
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(f"from bpflab.programs import load\nprogram = load({str(source)!r}, "
+                                  f"{LAB.entry!r}, {LAB.hook!r})"),
+        nbformat.v4.new_code_cell("print('still alive')"),
+    ])
+    NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True).execute()
+    error = notebook.cells[0].outputs[-1]
+    assert error.output_type == "error" and error.ename == "ProgramError"
+    shown = "\n".join(error.traceback)
+    assert "512 bytes" in shown and f"{LAB.program}:" in shown and "programs.py" not in shown, shown
+    assert notebook.cells[1].outputs[0].text == "still alive\n"

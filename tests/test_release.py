@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bpflab.labs import HIDDEN_TESTS, all_labs
-from bpflab.release import SOLUTION_TAG, build
+from bpflab.release import COURSE_PROGRAMS, SOLUTION_TAG, build
 from bpflab.starters import starter_source, telltale_lines
 
 
@@ -46,7 +46,8 @@ def test_release_make_lists_only_what_works_there(release):
 
 
 def test_release_has_no_reference_program(release):
-    assert sorted(p.name for p in (release / "bpf").iterdir()) == ["include"]
+    """Only the headers and the course programs students read and run (not solutions)."""
+    assert sorted(p.name for p in (release / "bpf").iterdir()) == sorted(["include", *COURSE_PROGRAMS])
 
 
 @pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
@@ -96,3 +97,17 @@ def test_measure_notebook_runs_in_the_release_against_the_starters(release):
         assert f"Your {lab} program does not answer yet" in done.stdout
     assert "not in the student release" in done.stdout  # the bench's own tools stay out
     assert "recorded 2026-" in done.stdout
+
+
+@pytest.mark.slow
+def test_verifier_notebook_survives_every_starter_mistake_in_the_release(release):
+    """Notebook 05 on the gym's starter: every exercise refused or warned about, in words, and
+    the kernel lives through LLVM's refusal of a 604-byte stack."""
+    notebooks = release / "notebooks"
+    env = {**os.environ, "PYTHONPATH": str(release)}
+    done = subprocess.run([sys.executable, "-c", RUN_NOTEBOOK, str(notebooks / "05-verifier.ipynb"),
+                           str(notebooks)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("): refused.") == 7 and done.stdout.count("loads, but will misbehave") == 2
+    assert "512 bytes" in done.stdout and "verifier_gym.c:" in done.stdout
+    assert "Traceback" not in done.stdout
