@@ -26,39 +26,39 @@ struct event {
 };
 
 /* The frame's IPv4 source and protocol; 0 and 0 if it is not IPv4. */
-static __always_inline void frame_keys(struct xdp_md *ctx, __u32 *source, __u32 *proto)
+static __always_inline void frame_keys(struct xdp_md *ctx, __u32 *source, __u32 *protocol)
 {
 	struct cursor c = cursor_start(ctx);
 	struct ethhdr *eth = parse_ethhdr(&c);
 	struct iphdr *ip;
 
 	*source = 0;
-	*proto = 0;
+	*protocol = 0;
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
 		return;
 	ip = parse_iphdr(&c);
 	if (!ip)
 		return;
 	*source = ip->saddr;
-	*proto = ip->protocol;
+	*protocol = ip->protocol;
 }
 
 /* The baseline: the same parsing, no map at all. */
 int tour_parse_only(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 
-	frame_keys(ctx, &source, &proto);
-	return source == 1 && proto == 1 ? XDP_DROP : XDP_PASS; /* keeps the parsing from being optimised away */
+	frame_keys(ctx, &source, &protocol);
+	return source == 1 && protocol == 1 ? XDP_DROP : XDP_PASS; /* keeps the parsing from being optimised away */
 }
 
 int tour_array(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 	__u64 *count;
 
-	frame_keys(ctx, &source, &proto);
-	count = by_proto.lookup(&proto);
+	frame_keys(ctx, &source, &protocol);
+	count = by_proto.lookup(&protocol);
 	if (count)
 		__sync_fetch_and_add(count, 1);
 	return XDP_PASS;
@@ -66,11 +66,11 @@ int tour_array(struct xdp_md *ctx)
 
 static __always_inline int count_percpu(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 	__u64 *count;
 
-	frame_keys(ctx, &source, &proto);
-	count = by_proto_percpu.lookup(&proto);
+	frame_keys(ctx, &source, &protocol);
+	count = by_proto_percpu.lookup(&protocol);
 	if (count)
 		*count += 1;
 	return XDP_PASS;
@@ -83,10 +83,10 @@ int tour_percpu_array(struct xdp_md *ctx)
 
 int tour_hash(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 	__u64 *count, one = 1;
 
-	frame_keys(ctx, &source, &proto);
+	frame_keys(ctx, &source, &protocol);
 	count = by_source.lookup(&source);
 	if (count)
 		__sync_fetch_and_add(count, 1);
@@ -97,10 +97,10 @@ int tour_hash(struct xdp_md *ctx)
 
 int tour_percpu_hash(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 	__u64 *count, one = 1;
 
-	frame_keys(ctx, &source, &proto);
+	frame_keys(ctx, &source, &protocol);
 	count = by_source_percpu.lookup(&source);
 	if (count)
 		*count += 1;
@@ -111,10 +111,10 @@ int tour_percpu_hash(struct xdp_md *ctx)
 
 int tour_lru_hash(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 	__u64 *count, one = 1;
 
-	frame_keys(ctx, &source, &proto);
+	frame_keys(ctx, &source, &protocol);
 	count = recent_sources.lookup(&source);
 	if (count)
 		__sync_fetch_and_add(count, 1);
@@ -138,9 +138,9 @@ int tour_tail_call(struct xdp_md *ctx)
 int tour_ringbuf(struct xdp_md *ctx)
 {
 	struct event event = {.len = ctx->data_end - ctx->data};
-	__u32 proto;
+	__u32 protocol;
 
-	frame_keys(ctx, &event.source, &proto);
+	frame_keys(ctx, &event.source, &protocol);
 	events.ringbuf_output(&event, sizeof(event), 0);
 	return XDP_PASS;
 }
@@ -148,9 +148,9 @@ int tour_ringbuf(struct xdp_md *ctx)
 /* What printing from the fast path costs: one line to the trace buffer per frame. */
 int tour_printk(struct xdp_md *ctx)
 {
-	__u32 source, proto;
+	__u32 source, protocol;
 
-	frame_keys(ctx, &source, &proto);
-	bpf_trace_printk("tour: proto %u from %x\n", proto, source);
+	frame_keys(ctx, &source, &protocol);
+	bpf_trace_printk("tour: protocol %u from %x\n", protocol, source);
 	return XDP_PASS;
 }

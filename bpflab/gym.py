@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bpflab.programs import Program, ProgramError, compile_source
+from bpflab.programs import CompilerWarning, Program, ProgramError, compile_source
 
 MARKER = re.compile(r"^/\* =+ Exercise (?P<number>\d+): (?P<name>[\w-]+) ")
 ENTRY = re.compile(r"^int (?P<entry>\w+)\(struct xdp_md \*ctx\)", re.M)
@@ -135,7 +136,9 @@ def load_gym(source: Path, hook: str = "xdp") -> Gym:
             gym.modules.append(compiled.bpf)
             for exercise in pending:
                 try:
-                    gym.programs[exercise.name] = compiled.load(exercise.entry, owns_module=False)
+                    with warnings.catch_warnings():  # the gym reports them, each with its exercise
+                        warnings.simplefilter("ignore", CompilerWarning)
+                        gym.programs[exercise.name] = compiled.load(exercise.entry, owns_module=False)
                 except ProgramError as error:
                     gym.refused[exercise.name] = error
             break

@@ -76,7 +76,7 @@ def test_maps_tour_measures_every_stop_and_delivers_its_events(capsys):
     assert [cost.name for cost in costs] == [name for name, _, _ in STOPS]
     assert all(cost.ns > 0 for cost in costs)
     assert events == 2000 * 2 - 2000 % 1  # one CPU, then the same runs shared by every CPU
-    assert any("tour: proto 17" in line for line in trace_lines(200))
+    assert any("tour: protocol 17" in line for line in trace_lines(200))
     with capsys.disabled():  # figures for a person, as the benchmarks print them: never asserted
         for cost in costs:
             print(f"\nmaps tour: {cost.name:14} {cost.above_parsing:+6.0f} ns above parsing alone")
