@@ -165,8 +165,9 @@ def fixed(text: str) -> Hint:
 
 
 LOOP_BOUND = ("give the loop a constant bound (a named limit such as MAX_CSUM_WORDS in checksum.h), "
-              "not a length read from the packet, and `break` when the real length is reached; to sum "
-              "a whole message use csum_add_xdp() / csum_add_skb() from checksum.h")
+              "not a length read from the packet, and `break` when the real length is reached (keep "
+              "the counter in a register with barrier_var(i), as csum_add_bytes() does); to sum a "
+              "whole message use csum_add_xdp() / csum_add_skb() from checksum.h")
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ for cost in costs:
     print(f"{cost.name:14} {cost.ns:9.0f} {cost.above_parsing:+9.0f} "
           f"{cost.every_cpu_above_parsing:+9.1f}   {cost.purpose}")
 print(f"ring buffer events received by user space: {events}")
-plot(costs);
+figure = plot(costs)
 
 # %% [markdown]
 # Read the figures against each other, not as absolutes (they depend on the CPU):
