@@ -85,6 +85,14 @@ class SourceMap:
         start = re.compile(rf"^\w[\w\s\*]*\b{re.escape(function)}\s*\(")
         return next((n for n, text in enumerate(self.lines, 1) if start.match(text)), None)
 
+    def function_lines(self, function: str) -> range:
+        """The lines (1-based) from `function`'s definition to its closing brace; all if unknown."""
+        start = self.definition(function)
+        if start is None:
+            return range(1, len(self.lines) + 1)
+        ends = (n for n, text in enumerate(self.lines, 1) if n > start and text.startswith("}"))
+        return range(start, next(ends, len(self.lines)) + 1)
+
     def insn_lines(self, entry: str) -> dict[int, int]:
         """BCC's line of each instruction of function `entry`."""
         return {index: line for index, (_, line) in disassembly(self.compile_log, entry).items()}
@@ -164,10 +172,34 @@ def fixed(text: str) -> Hint:
     return lambda found, hook: text
 
 
-LOOP_BOUND = ("give the loop a constant bound (a named limit such as MAX_CSUM_WORDS in checksum.h), "
-              "not a length read from the packet, and `break` when the real length is reached (keep "
-              "the counter in a register with barrier_var(i), as csum_add_bytes() does); to sum a "
-              "whole message use csum_add_xdp() / csum_add_skb() from checksum.h")
+def whole_message(hook: str) -> str:
+    """The course's helper that sums a whole message at this hook (checksum.h)."""
+    either = "csum_add_xdp() (XDP) or csum_add_skb() (TC)"
+    return {"xdp": "csum_add_xdp()", "tc": "csum_add_skb()"}.get(hook, either)
+
+
+def loop_hint(found: re.Match[str], hook: str) -> str:
+    return ("give the loop a constant bound (a named limit such as MAX_CSUM_WORDS in checksum.h), not a "
+            "length read from the packet, and `break` when the real length is reached (keep the counter "
+            "in a register with barrier_var(i), as csum_add_bytes() does); to sum a whole message use "
+            f"{whole_message(hook)} from checksum.h")
+
+
+def too_large_hint(found: re.Match[str], hook: str) -> str:
+    return ("the verifier walks every path, and gives up after a million instructions (BCC's 'at most "
+            "4096 insns' is about old kernels): each branch whose outcome is used later doubles the "
+            "paths after it, and each loop bound multiplies them. Lower the bounds, decide early and "
+            f"return, and sum long messages with {whole_message(hook)} from checksum.h")
+
+
+def context_hint(found: re.Match[str], hook: str) -> str:
+    if hook == "tc":
+        return ("this field of struct __sk_buff cannot be used this way here: read the fields as their "
+                "declared size, write only those TC may change (mark, priority, tc_index, cb[]), and reach "
+                "the packet only through data and data_end")
+    return ("this field of the context cannot be used this way here: at XDP read ctx->data, "
+            "ctx->data_end, ctx->ingress_ifindex or ctx->rx_queue_index, as 32-bit fields, and reach the "
+            "packet only through data and data_end")
 
 
 @dataclass(frozen=True)
@@ -204,13 +236,9 @@ RULES = [
     rule("stack-limit", r"stack limit|stack size of \d+|invalid (write|read) to stack .*off=-\d{3,}",
          f"the BPF stack is {STACK_LIMIT} bytes for the whole program: keep large buffers in a per-CPU "
          "array map (BPF_PERCPU_ARRAY with one entry), not in local variables"),
-    rule("too-large", r"(?i)program\s+(is\s+)?too large|too many instructions",
-         "the verifier walks every path, and gives up after a million instructions (BCC's 'at most 4096 "
-         "insns' is about old kernels): each branch whose outcome is used later doubles the paths "
-         "after it, and each loop bound multiplies them. Lower the bounds, decide early and return, "
-         "and sum long messages with csum_add_xdp() / csum_add_skb() from checksum.h"),
-    rule("loop-too-complex", r"jumps is too complex|too complex", LOOP_BOUND),
-    rule("back-edge", r"back-edge", LOOP_BOUND),
+    rule("too-large", r"(?i)program\s+(is\s+)?too large|too many instructions", too_large_hint),
+    rule("loop-too-complex", r"jumps is too complex|too complex", loop_hint),
+    rule("back-edge", r"back-edge", loop_hint),
     rule("infinite-loop", r"infinite loop detected",
          "this loop can run forever as far as the verifier sees: make its counter move on every "
          "turn and its condition compare with a constant bound"),
@@ -219,10 +247,7 @@ RULES = [
          "clang turned a bounds check into arithmetic on pointers: keep the loop counter a plain "
          "number hidden from the optimiser with barrier_var(i) (parsing.h), and compare pointers "
          "only with data_end"),
-    rule("context-access", r"invalid bpf_context access",
-         "this field of the context cannot be used this way here: at XDP read ctx->data, "
-         "ctx->data_end, ctx->ingress_ifindex or ctx->rx_queue_index, as 32-bit fields, and reach the "
-         "packet only through data and data_end"),
+    rule("context-access", r"invalid bpf_context access", context_hint),
     rule("no-return", r"R0 !read_ok",
          "the entry function must return a verdict on every path: add the missing `return`"),
     rule("unset-register", r"R\d+ !read_ok",
@@ -348,7 +373,7 @@ DIAGNOSTIC = re.compile(r"^(?:error: )?(?P<file>[^:\s]+):(?P<line>\d+):\d+: (?P<
                         r"fatal error|in function \S+[^:]*): ?(?P<message>.*)$")
 
 
-def compile_feedback(log: str, smap: SourceMap) -> str:
+def compile_feedback(log: str, smap: SourceMap, hook: str = "") -> str:
     """The first compiler error, on the student's line, with a hint where one applies.
 
     Clang quotes the line an error is on; BCC's LLVM back end reports its refusals (the stack
@@ -384,7 +409,7 @@ def compile_feedback(log: str, smap: SourceMap) -> str:
         shown.append("hint: a BPF function takes at most 5 arguments and no struct by value: pass a "
                      "pointer, or make the helper `static __always_inline`")
     if hinted:
-        shown.append(f"hint: {hinted[0].hint(hinted[1], '')}")
+        shown.append(f"hint: {hinted[0].hint(hinted[1], hook)}")
     return "\n".join(shown)
 
 
@@ -400,11 +425,8 @@ STRUCT_LOCAL = re.compile(r"^\s+struct\s+\w+\s+\w+\s*(=|;|\[)")
 def largest_locals(smap: SourceMap, function: str = "") -> list[str]:
     """The local arrays and structs that fill the stack, largest arrays first: what to move
     into a map. Only `function`'s own lines are searched when the compiler named it."""
-    start = smap.definition(function) if function else None
-    ends = (n for n, text in enumerate(smap.lines, 1) if start and n > start and text.startswith("}"))
-    end = next(ends, len(smap.lines))
     found = []
-    for number in range(start or 1, end + 1):
+    for number in smap.function_lines(function) if function else range(1, len(smap.lines) + 1):
         text = smap.lines[number - 1]
         array = ARRAY.match(text)
         if array and text.startswith((" ", "\t")):  # indented: a local, not a global
@@ -436,6 +458,7 @@ MAP_HELPERS = {1: "bpf_map_lookup_elem", 2: "bpf_map_update_elem", 3: "bpf_map_d
 FRAME_POINTER = 10
 LD, LDX, ST, STX, ALU, ALU64 = 0, 1, 2, 3, 4, 7  # instruction classes
 JMP, JMP32 = 5, 6
+JA32, ATOMIC_MODE = 0x06, 0xC0
 CALL, EXIT, JA, ADD64_IMM = 0x85, 0x95, 0x05, 0x07
 MOV64_REG, MOV64_IMM, MOV32_REG, MOV32_IMM = 0xBF, 0xB7, 0xBC, 0xB4
 
@@ -456,8 +479,14 @@ def disassembly(compile_log: str, function: str) -> dict[int, tuple[bytes, int]]
     return insns
 
 
-Values = frozenset[tuple[int, int]] | None  # (constant, where it was set) pairs; None: anything
-MAX_VALUES = 16  # a register that may hold more constants than this holds "anything"
+# What a register may hold: (constant, where it was set) pairs, and whether it may also hold
+# something else (a load, arithmetic, a helper's result). A constant is kept when it merges
+# with "something else": the question is whether it *may* reach the exit.
+Values = tuple[frozenset[tuple[int, int]], bool]
+ANYTHING: Values = (frozenset(), True)
+MAX_VALUES = 16  # more distinct constants than this in one register: it holds "anything"
+REGISTERS = 11  # r0..r10
+ATOMIC_FETCH, ATOMIC_CMPXCHG = 0x01, 0xF0  # in an atomic STX's imm (include/uapi/linux/bpf.h)
 
 
 def successors(index: int, code: bytes, following: int | None) -> list[int]:
@@ -466,30 +495,48 @@ def successors(index: int, code: bytes, following: int | None) -> list[int]:
         return [following] if following is not None else []
     if code[0] == EXIT:
         return []
+    if code[0] == JA32:  # gotol: its offset is in imm
+        return [index + 1 + int.from_bytes(code[4:8], "little", signed=True)]
     target = index + 1 + int.from_bytes(code[2:4], "little", signed=True)
     return [target] if code[0] == JA else [n for n in (following, target) if n is not None]
+
+
+def written_register(code: bytes) -> int | None:
+    """The register an instruction overwrites with something other than a constant or a copy."""
+    opcode, dst, src = code[0], code[1] & 0xF, code[1] >> 4
+    kind = opcode & 0x07
+    if kind in (LD, LDX, ALU, ALU64):
+        return dst
+    if kind == STX and opcode & 0xE0 == ATOMIC_MODE:
+        imm = int.from_bytes(code[4:8], "little")
+        if imm == ATOMIC_CMPXCHG:
+            return 0
+        if imm & ATOMIC_FETCH:
+            return src
+    return None
 
 
 def transfer(state: tuple[Values, ...], index: int, code: bytes) -> tuple[Values, ...]:
     """Which constants each register may hold after the instruction."""
     regs = list(state)
     opcode, dst, src = code[0], code[1] & 0xF, code[1] >> 4
-    if opcode in (MOV64_IMM, MOV32_IMM):
-        regs[dst] = frozenset({(int.from_bytes(code[4:8], "little", signed=True), index)})
-    elif opcode in (MOV64_REG, MOV32_REG):
-        regs[dst] = regs[src] if src < len(regs) else None
+    if opcode in (MOV64_IMM, MOV32_IMM) and dst < REGISTERS:
+        regs[dst] = (frozenset({(int.from_bytes(code[4:8], "little", signed=True), index)}), False)
+    elif opcode in (MOV64_REG, MOV32_REG) and dst < REGISTERS:
+        regs[dst] = regs[src] if src < REGISTERS else ANYTHING
     elif opcode == CALL:
-        regs[0:6] = [None] * 6
-    elif opcode & 0x07 in (LD, LDX, ALU, ALU64) and dst < len(regs):
-        regs[dst] = None
+        regs[0:6] = [ANYTHING] * 6
+    elif (register := written_register(code)) is not None and register < REGISTERS:
+        regs[register] = ANYTHING
     return tuple(regs)
 
 
 def merge(a: Values, b: Values) -> Values:
-    if a is None or b is None:
-        return None
-    both = a | b
-    return both if len(both) <= MAX_VALUES else None
+    """Both paths' constants, each value once (where it was first set), and "anything" if either."""
+    first: dict[int, int] = {}
+    for value, index in sorted(a[0] | b[0], key=lambda pair: pair[1]):
+        first.setdefault(value, index)
+    return (frozenset(first.items()), a[1] or b[1]) if len(first) <= MAX_VALUES else ANYTHING
 
 
 State = tuple  # an analysis's facts before one instruction
@@ -530,12 +577,12 @@ def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, in
     Constants flow through register moves and merge where paths meet; anything else (a load,
     arithmetic, a helper's result) is "anything".
     """
-    states = flow(insns, (None,) * 11, transfer,
+    states = flow(insns, (ANYTHING,) * REGISTERS, transfer,
                   lambda a, b: tuple(merge(x, y) for x, y in zip(a, b, strict=True)))
     returned: set[tuple[int, int]] = set()
     for index, state in states.items():
-        if insns[index][0][0] == EXIT and state[0] is not None:
-            returned |= state[0]
+        if insns[index][0][0] == EXIT:
+            returned |= state[0][0]
     return returned
 
 
@@ -552,7 +599,7 @@ def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> 
         if value in names:
             continue
         written = re.compile(rf"\breturn\s+\(?{value}\)?\s*;")  # the line that says it, if one does
-        line = next((n for n, text in enumerate(smap.lines, 1) if written.search(text)), None)
+        line = next((n for n in smap.function_lines(entry) if written.search(smap.lines[n - 1])), None)
         found.append(f"warning: the program returns {verdict(hook, value)}\n"
                      f"at {smap.where(line or smap.line(insns[index][1]))}")
     return found
@@ -608,8 +655,8 @@ def stack_writes(state: State, index: int, code: bytes) -> State:
         pointers[dst] = pointers[src]
     elif opcode == ADD64_IMM and dst in pointers:  # rX += imm
         pointers[dst] += imm
-    elif kind in (LD, LDX, ALU, ALU64):  # any other write to the register
-        pointers.pop(dst, None)
+    elif (register := written_register(code)) is not None:  # any other write to a register
+        pointers.pop(register, None)
     return frozenset(written), frozenset(pointers.items())
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from bpflab.programs import CompilerWarning, Program, ProgramError, compile_source
 
 MARKER = re.compile(r"^/\* =+ Exercise (?P<number>\d+): (?P<name>[\w-]+) ")
-ENTRY = re.compile(r"^int (?P<entry>\w+)\(struct xdp_md \*ctx\)", re.M)
+ENTRY = re.compile(r"^int\s+(?P<entry>\w+)\s*\(\s*struct\s+xdp_md\s*\*\s*\w+\s*\)", re.M)
 
 
 @dataclass(frozen=True)
@@ -57,17 +57,15 @@ def without(text: str, left_out: list[Exercise]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def culprit(error: ProgramError, pending: list[Exercise], filename: str) -> Exercise | None:
-    """The exercise a compiler error is in: by the function LLVM names, or the line clang names."""
-    function = re.search(r"in function (\w+)", error.log)
-    if function:
-        named = [e for e in pending if e.entry == function[1]]
-        if named:
-            return named[0]
-    for line in re.findall(rf"{re.escape(filename)}:(\d+):", error.decisive):
-        held = [e for e in pending if e.holds(int(line))]
-        if held:
-            return held[0]
+def culprit(error: ProgramError, pending: list[Exercise]) -> Exercise | None:
+    """The exercise the compiler's first error is in: the function LLVM's back end names, or the
+    line clang names (the compiled copy keeps the file's line numbers). Only the first: the
+    explanation is about that error, and the next round finds the next one."""
+    llvm = re.search(r"^error: .*in function (\w+)", error.log, re.M)
+    clang = re.search(r"^/virtual/main\.c:(\d+):\d+: (?:fatal )?error:", error.log, re.M)
+    for exercise in pending:
+        if (llvm and exercise.entry == llvm[1]) or (clang and exercise.holds(int(clang[1]))):
+            return exercise
     return None
 
 
@@ -81,15 +79,23 @@ class Gym:
     refused: dict[str, ProgramError] = field(default_factory=dict)
     modules: list[object] = field(default_factory=list)  # compiled BCC modules, freed by close()
 
+    def exercise(self, name: str) -> Exercise:
+        found = [e for e in self.exercises if e.name == name]
+        if not found:
+            raise ProgramError("compile", f"{self.source.name} has no exercise called {name}: keep the "
+                               "starter's `/* ===== Exercise N: name ===== */` lines and entry functions.")
+        return found[0]
+
     def program(self, name: str) -> Program:
         """Exercise `name`'s loaded program; raises its ProgramError if it did not load."""
+        self.exercise(name)
         if name in self.refused:
             raise self.refused[name]
         return self.programs[name]
 
     def warnings(self, name: str) -> list[str]:
         """What the compiler and the course's checks warn about in exercise `name` only."""
-        exercise = next(e for e in self.exercises if e.name == name)
+        exercise = self.exercise(name)
         program = self.programs.get(name)
         lines = (re.search(rf"{re.escape(self.source.name)}:(\d+):", text) for text in program.warnings) \
             if program else ()
@@ -98,7 +104,7 @@ class Gym:
 
     def report(self, name: str) -> str:
         """What exercise `name` gets, in words: accepted, or refused and why, and any warning."""
-        exercise = next(e for e in self.exercises if e.name == name)
+        exercise = self.exercise(name)
         title = f"Exercise {exercise.number} ({name}), {exercise.entry}()"
         if name in self.refused:
             return f"{title}: refused.\n{self.refused[name].explain()}"
@@ -119,7 +125,22 @@ class Gym:
 def load_gym(source: Path, hook: str = "xdp") -> Gym:
     """Compile the gym at `source` and load every exercise that can be; see the module's doc."""
     text = Path(source).read_text()
-    gym = Gym(Path(source), exercises(text))
+    try:
+        found = exercises(text)
+    except ValueError as error:
+        raise ProgramError("compile", f"{Path(source).name}: {error}; keep one entry function per "
+                           "exercise, as in the starter.") from error
+    gym = Gym(Path(source), found)
+    try:
+        compile_each(gym, text, hook)
+    except BaseException:
+        gym.close()
+        raise
+    return gym
+
+
+def compile_each(gym: Gym, text: str, hook: str) -> None:
+    """Compile what is left of the gym until it compiles, then verify each exercise (see above)."""
     pending = list(gym.exercises)
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / gym.source.name  # messages name the student's file
@@ -128,7 +149,7 @@ def load_gym(source: Path, hook: str = "xdp") -> Gym:
             try:
                 compiled = compile_source(copy, hook)
             except ProgramError as error:
-                guilty = culprit(error, pending, copy.name)
+                guilty = culprit(error, pending)
                 for exercise in [guilty] if guilty else list(pending):
                     gym.refused[exercise.name] = error
                     pending.remove(exercise)
@@ -142,4 +163,3 @@ def load_gym(source: Path, hook: str = "xdp") -> Gym:
                 except ProgramError as error:
                     gym.refused[exercise.name] = error
             break
-    return gym

@@ -62,16 +62,15 @@ class Tour:
             target = self.compiled.load("tour_next_stage", owns_module=False)
             self.programs["tour_next_stage"] = target
             self.compiled.bpf[b"next_stage"][ctypes.c_int(0)] = ctypes.c_int(target.fd)
+            self.events_seen = 0
+            self.compiled.bpf[b"events"].open_ring_buffer(self._count)
         except BaseException:
             self.close()
             raise
-        self.events_seen = 0
 
-        def count(_ctx: object, _data: object, _size: int) -> int:
-            self.events_seen += 1
-            return 0
-
-        self.compiled.bpf[b"events"].open_ring_buffer(count)
+    def _count(self, _ctx: object, _data: object, _size: int) -> int:
+        self.events_seen += 1
+        return 0
 
     def costs(self, repeat: int = TOUR_REPEAT) -> list[Cost]:
         """Every stop's ns per run on one UDP frame, beside the floors of the same run; then
@@ -82,7 +81,7 @@ class Tour:
                     for _, entry, _ in STOPS}
         together = {}
         for _, entry, _ in STOPS:  # the CPUs share the runs: as many events in all as above
-            together[entry] = on_every_cpu(self.programs[entry].fd, frame, repeat // os.cpu_count())
+            together[entry] = on_every_cpu(self.programs[entry].fd, frame, max(1, repeat // len(cpus())))
             self.events()  # empty the ring buffer between stops, so that no event is dropped
         parsing, parsing_together = measured["tour_parse_only"], together["tour_parse_only"]
         return [Cost(name, purpose, measured[entry], measured[entry] - floor, measured[entry] - parsing,
@@ -107,19 +106,30 @@ class Tour:
         self.close()
 
 
+def cpus() -> list[int]:
+    """The CPUs this process may run on (a container's or a taskset's, not the machine's)."""
+    return sorted(os.sched_getaffinity(0))
+
+
 def on_every_cpu(fd: int, frame: bytes, repeat: int) -> float:
     """Mean ns per run while one thread per CPU (pinned to it) runs the program at once."""
     results: list[float] = []
+    errors: list[BaseException] = []
 
     def run_on(cpu: int) -> None:
-        os.sched_setaffinity(0, {cpu})  # this thread only: test-run runs on the caller's CPU
-        results.append(testrun.run(fd, frame, repeat=repeat).ns_per_run)
+        try:
+            os.sched_setaffinity(0, {cpu})  # this thread only: test-run runs on the caller's CPU
+            results.append(testrun.run(fd, frame, repeat=repeat).ns_per_run)
+        except BaseException as error:  # handed to the caller below
+            errors.append(error)
 
-    workers = [threading.Thread(target=run_on, args=(cpu,)) for cpu in sorted(os.sched_getaffinity(0))]
+    workers = [threading.Thread(target=run_on, args=(cpu,)) for cpu in cpus()]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    if errors:
+        raise errors[0]
     return sum(results) / len(results)
 
 

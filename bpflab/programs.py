@@ -101,6 +101,8 @@ def captured_stderr() -> Iterator[list[str]]:
     its debug output there): the text lands in the list, and nothing reaches a notebook's cell."""
     sink: list[str] = []
     sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)  # what C code buffered before: not ours to capture
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = [os.dup(1), os.dup(2)]
         os.dup2(tmp.fileno(), 1)
@@ -108,6 +110,7 @@ def captured_stderr() -> Iterator[list[str]]:
         try:
             yield sink
         finally:
+            libc.fflush(None)  # BCC's std::cout lines, buffered by libc: into the capture, now
             for fd, copy in zip((1, 2), saved, strict=True):
                 os.dup2(copy, fd)
                 os.close(copy)
@@ -115,7 +118,7 @@ def captured_stderr() -> Iterator[list[str]]:
             sink.append(tmp.read().decode(errors="replace"))
 
 
-def survives_compile(source: Path, flags: list[str]) -> None:
+def survives_compile(source: Path, flags: list[str], hook: str = "") -> None:
     """Compile `source` in a child interpreter; raise ProgramError if the compiler ended it.
 
     A source that survived once is not tried again in this process: the trial costs a second
@@ -135,7 +138,7 @@ def survives_compile(source: Path, flags: list[str]) -> None:
         log = trial.stderr
         raise ProgramError("compile", f"{source.name} does not compile: the compiler stopped "
                            f"(exit status {trial.returncode}).",
-                           compile_feedback(log, SourceMap(source, log)), log)
+                           compile_feedback(log, SourceMap(source, log), hook), log)
     _SURVIVED.add(key)
 
 
@@ -207,8 +210,12 @@ class Compiled:
         if error and ("Unknown program" in error or "not found" in error):
             raise ProgramError("verify", f"{name} has no function called {entry}().")
         if error:
+            feedback = verifier_feedback(verifier[0], self.hook, self.smap, entry)
+            if "hint:" not in feedback:  # no verifier log (no memory, no permission): BCC's own words
+                feedback = "\n".join([*(line for line in verifier[0].splitlines() if line.startswith("bpf:")),
+                                      feedback, error]).strip()
             raise ProgramError("verify", f"The kernel's verifier rejected {entry}() in {name}.",
-                               verifier_feedback(verifier[0], self.hook, self.smap, entry), verifier[0])
+                               feedback, verifier[0])
         for text in found:
             warnings.warn(text, CompilerWarning, stacklevel=3)
         return Program(bpf=self.bpf, name=entry, hook=self.hook, fd=fn.fd, source=self.source,
@@ -221,7 +228,7 @@ def compile_source(source: Path, hook: str, cflags: tuple[str, ...] = ()) -> Com
 
     source = Path(source)
     flags = [f"-I{BPF_INCLUDE}", *WARNINGS_SHOWN, *cflags]
-    survives_compile(source, flags)
+    survives_compile(source, flags, hook)
     with captured_stderr() as log:
         try:
             bpf = BPF(src_file=str(source).encode(), cflags=flags, debug=DEBUG_PREPROCESSOR | DEBUG_SOURCE)
@@ -237,8 +244,8 @@ def compile_source(source: Path, hook: str, cflags: tuple[str, ...] = ()) -> Com
             log[0],
         )
     if bpf is None:
-        raise ProgramError("compile", f"{source.name} does not compile.", compile_feedback(log[0], smap),
-                           log[0])
+        raise ProgramError("compile", f"{source.name} does not compile.",
+                           compile_feedback(log[0], smap, hook), log[0])
     return Compiled(bpf, source, hook, log[0], smap)
 
 
@@ -251,7 +258,7 @@ def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> P
     compiled = compile_source(source, hook, cflags)
     try:
         return compiled.load(entry)
-    except ProgramError:
+    except BaseException:  # refused, or anything else: the maps must not outlive the call
         compiled.bpf.cleanup()
         raise
 

@@ -48,7 +48,7 @@ class Interrupted(Exception):
 @dataclass(frozen=True)
 class Limits:
     seconds: float = 300  # one lab's whole graded run; the longest reference run takes ~20 s
-    compile_seconds: float = 30  # compile and load; a reference takes 1-2 s
+    compile_seconds: float = 30  # compile and load; a reference takes 4-6 s (a trial compile first)
     memory: int = MEMORY_LIMIT
 
 

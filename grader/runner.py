@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bpflab.labs import GRADER_TESTS, HIDDEN_TESTS, Lab
-from bpflab.programs import ProgramError
+from bpflab.programs import Program, ProgramError
 from grader.checks import Mismatch
 
 
@@ -98,9 +98,9 @@ class Collector:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
         outcome = yield
-        if fixturedef.argname == "program":
+        if fixturedef.argname in ("program", "gym"):  # a gym's warnings go with each exercise's test
             loaded = fixturedef.cached_result[0] if fixturedef.cached_result and not outcome.excinfo else None
-            self.result.notes = "\n".join(getattr(loaded, "warnings", []))
+            self.result.notes = "\n".join(loaded.warnings) if isinstance(loaded, Program) else ""
             self.report({"event": "loaded", "notes": self.result.notes})
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
