@@ -328,10 +328,15 @@ def offset_unbounded(lines: list[str], found: re.Match[str]) -> bool:
     Such a pointer's `data_end` check is ignored (the verifier's MAX_PACKET_OFF); one with a
     smaller bound (say ip->ihl * 4) was simply not checked.
     """
-    state = re.compile(rf"R{found['reg']}(?:_w)?=pkt\(id={found['id']},[^)]*"
-                       r"umax(?:_value)?=(?:\w+=)*(0x[0-9a-f]+|\d+)")
-    bounds = [int(m[1], 0) for line in lines if (m := state.search(line))]
-    return bool(bounds) and bounds[-1] >= MAX_PACKET_OFF
+    state = re.compile(rf"R{found['reg']}(?:_w)?=pkt\(id={found['id']},(?P<fields>[^)]*)")
+    fields = [m["fields"] for line in lines if (m := state.search(line))]
+    if not fields:
+        return False
+    umax = re.search(r"umax(?:_value)?=(?:\w+=)*(0x[0-9a-f]+|\d+)", fields[-1])
+    fixed = re.search(r"(?:^|,)off=(-?\d+)", fields[-1])
+    # The verifier counts a check only while the fixed and the variable offset together stay
+    # within MAX_PACKET_OFF.
+    return bool(umax) and int(umax[1], 0) + (int(fixed[1]) if fixed else 0) >= MAX_PACKET_OFF
 
 
 MAX_PACKET_OFF = 0xFFFF
