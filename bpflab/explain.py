@@ -266,15 +266,9 @@ RULES = [
          "size (`if (i >= SIZE) return ...;`) right before the access"),
     rule("pointer-return", r"leaks addr as return value|At program exit the register R0",
          "the entry function must return a verdict (XDP_PASS, TC_ACT_OK, ...), never a pointer"),
-    rule("helper-at-hook", r"cannot use helper (?P<helper>\w+)|unknown func (?P<helper2>\w+)",
-         lambda found, hook: helper_hint(_helper_match(found), hook)),
+    # "cannot use helper" since Linux 5.x, "unknown func" before
+    rule("helper-at-hook", r"(?:cannot use helper|unknown func) (?P<helper>\w+)", helper_hint),
 ]
-
-
-def _helper_match(found: re.Match[str]) -> re.Match[str]:
-    """Either spelling of the message ("cannot use helper" since 5.x, "unknown func" before)."""
-    name = found["helper"] or found["helper2"]
-    return re.match(r"(?P<helper>.*)", name)
 
 
 def matching_rule(text: str, skip: str = "") -> tuple[Rule, re.Match[str]] | None:
@@ -345,7 +339,7 @@ MAX_PACKET_OFF = 0xFFFF
 def where_in_log(lines: list[str], smap: SourceMap, found: tuple[Rule, re.Match[str]] | None,
                  entry: str) -> str:
     if found and found[0].name in CALLED:
-        names = CALLED[found[0].name] or [_helper_match(found[1])["helper"]]
+        names = CALLED[found[0].name] or [found[1]["helper"]]
         calls = (n for n, text in enumerate(smap.lines, 1) if any(f"{name}(" in text for name in names))
         return smap.where(next(calls, None))
     failing = next((int(insn[1]) for line in reversed(lines) if (insn := INSN_INDEX.match(line))), None)

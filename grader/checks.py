@@ -20,3 +20,9 @@ def expect(condition: bool, message: str) -> None:
     """Fail the test with `message` (shown to the student as is) unless `condition` holds."""
     if not condition:
         raise Mismatch(message)
+
+
+def delta(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    """How a program's counters changed between two readings: the keys that moved, by how much."""
+    changed = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    return {k: v for k, v in changed.items() if v}

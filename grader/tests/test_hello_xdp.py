@@ -8,7 +8,7 @@ from bpflab import packets, testrun
 from bpflab.explain import verdict
 from bpflab.programs import Program
 from bpflab.topology import Topology
-from grader.checks import expect, points
+from grader.checks import delta, expect, points
 
 LAB = "hello-xdp"
 XDP_PASS = 2
@@ -22,11 +22,6 @@ def counts(program: Program) -> dict[int, int]:
     except KeyError:
         expect(False, f"The program has no map called {COUNTS}: keep the map the starter declares.")
         raise
-
-
-def delta(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
-    changed = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
-    return {k: v for k, v in changed.items() if v}
 
 
 def run_and_count(program: Program, frame: Packet | bytes) -> dict[int, int]:

@@ -19,7 +19,7 @@ from bpflab import packets, testrun
 from bpflab.explain import verdict
 from bpflab.gym import Gym
 from bpflab.programs import Program
-from grader.checks import expect, fail, points
+from grader.checks import delta, expect, fail, points
 
 LAB = "verifier"
 XDP_DROP, XDP_PASS = 1, 2
@@ -57,11 +57,6 @@ def counts(program: Program, name: str) -> dict[int, int]:
     except KeyError:
         fail(f"The program has no map called {name}: keep the map the starter declares.")
     return {k.value: sum(v) if isinstance(v, ctypes.Array) else v.value for k, v in table.items()}
-
-
-def delta(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
-    changed = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
-    return {k: v for k, v in changed.items() if v}
 
 
 @points(2)
