@@ -51,3 +51,19 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
         keys.append(following.raw)
         current = ctypes.create_string_buffer(following.raw, key_size)
     return keys
+
+
+# struct bpf_prog_info (include/uapi/linux/bpf.h): the byte offsets of the two fields we read.
+# Both date from before Linux 6.1 (verified_insns: 5.16), the oldest kernel the course supports.
+PROG_INFO_SIZE = 256  # larger than the struct; the kernel needs the tail zeroed, which it is
+XLATED_PROG_LEN = 20  # bytes of the program as the kernel runs it (8 per instruction)
+VERIFIED_INSNS = 216  # instructions the verifier processed, over every path it walked
+
+
+def prog_info(fd: int) -> tuple[int, int]:
+    """(instructions in the program, instructions the verifier processed) of a loaded program."""
+    info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+    size = ctypes.c_uint32(PROG_INFO_SIZE)
+    _check(lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), "cannot read the program's info")
+    field = ctypes.c_uint32.from_buffer
+    return field(info, XLATED_PROG_LEN).value // 8, field(info, VERIFIED_INSNS).value

@@ -179,6 +179,17 @@ class Program:
         """A map of the program, by the name it has in the C source."""
         return self.bpf[name.encode()]
 
+    @property
+    def instructions(self) -> int:
+        """The program's length in BPF instructions, as the kernel runs it (after BCC's rewrites)."""
+        return libbpf.prog_info(self.fd)[0]
+
+    @property
+    def verified_instructions(self) -> int:
+        """Instructions the verifier processed: every path it walked, so loops and branches count
+        more than once. The kernel refuses a program past one million."""
+        return libbpf.prog_info(self.fd)[1]
+
     def percpu_sums(self, name: str) -> dict[int, int]:
         """A per-CPU array's values, summed over CPUs, for the keys that are non-zero."""
         table = self.table(name)

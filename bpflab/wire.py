@@ -11,6 +11,7 @@ import errno
 import select
 import socket
 import time
+from collections.abc import Callable
 
 from bpflab.topology import in_netns
 
@@ -61,8 +62,36 @@ class Wire:
                 frames.append(data)
         return frames
 
-    def exchange(self, frame: bytes, quiet: float = 0.3) -> list[bytes]:
-        """Send one frame and return what came back."""
+    def receive_until(self, arrived: Callable[[bytes], bool], limit: float = 5.0,
+                      settle: float = 0.1) -> list[bytes]:
+        """Every frame that arrives until one satisfies `arrived` (then `settle` s more, to catch a
+        duplicate), at most `limit` s. Waiting for the frame itself, not for a silence, is what
+        keeps a loaded host (softirqs late by a second) from costing a correct program points."""
+        frames: list[bytes] = []
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                break
+            data, address = self.sock.recvfrom(65536)
+            if address[2] == PACKET_OUTGOING:
+                continue
+            frames.append(data)
+            if arrived(data):
+                return frames + self.receive(quiet=settle)
+        return frames
+
+    def exchange(self, frame: bytes, arrived: Callable[[bytes], bool], limit: float = 5.0) -> list[bytes]:
+        """Send one frame; return what came back until the frame `arrived` picks (at most `limit` s)."""
         self.receive(quiet=0.0)  # forget anything that arrived before
         self.send(frame)
-        return self.receive(quiet=quiet)
+        return self.receive_until(arrived, limit)
+
+    def unanswered(self, frame: bytes, fence: bytes, fence_reply: Callable[[bytes], bool]) -> list[bytes]:
+        """Send `frame`, then `fence` (a request sure to be answered); return what came back before
+        the fence's reply, apart from it. Replies on a veth keep their order, so anything `frame`
+        provoked has arrived by then: a test of silence with no silence window to guess."""
+        self.receive(quiet=0.0)
+        self.send(frame)
+        self.send(fence)
+        return [data for data in self.receive_until(fence_reply, settle=0.0) if not fence_reply(data)]
