@@ -47,6 +47,7 @@ NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
 NUD_PERMANENT = 0x80
 XDP_PASS = 2
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+REPLY_WAIT = 3  # seconds ping waits for a late reply: a loaded grading host can hold one back 1 s
 _counter = itertools.count()
 
 
@@ -229,8 +230,8 @@ class Topology:
         """Ping the server from the client; return what `ping` reported."""
         target = self.server.ipv6 if ipv6 else self.server.ipv4
         argv = ["ping", "-6" if ipv6 else "-4", "-n", "-q", "-c", str(count), "-i", str(interval),
-                "-W", "1", "-s", str(size), *options, target]
-        done = run_in(self.client.netns, argv, timeout=count * interval + 10)
+                "-W", str(REPLY_WAIT), "-s", str(size), *options, target]
+        done = run_in(self.client.netns, argv, timeout=count * interval + REPLY_WAIT + 10)
         return PingResult.parse(done.stdout, count)
 
     def kernel_echo(self, enabled: bool) -> None:
