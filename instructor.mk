@@ -6,24 +6,24 @@ TOOLCHAIN ?= trixie  # toolchain's root: trixie (clang 19) or bookworm (clang 14
 
 .PHONY: test grade release bench vm-smoke toolchain lint
 
-test: provision ## Provision, then run the whole suite (package tests, graded references, notebooks)
+test: provisioned ## Provision, then run the whole suite (package tests, graded references, notebooks)
 	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
 
-grade: provision ## Grade SUBMISSION (a folder; default: LAB's reference, or its answer key) on LAB
+grade: provisioned ## Grade SUBMISSION (a folder; default: LAB's reference, or its answer key) on LAB
 	$(PY) -m grader grade $(SUBMISSION) --lab $(LAB) --results results.json
 
-release: provision ## Build the student release (starters, handouts, public tests) in dist/student
+release: provisioned ## Build the student release (starters, handouts, public tests) in dist/student
 	$(PY) -m bpflab release dist/student
 
-bench: provision ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
+bench: provisioned ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
 	$(PY) -m bpflab.bench
 
-vm-smoke: provision ## Boot a Debian guest (QEMU; SUITE=trixie for Linux 6.12) and ping the XDP echo on its virtio NIC
+vm-smoke: provisioned ## Boot a Debian guest (QEMU; SUITE=trixie for Linux 6.12) and ping the XDP echo on its virtio NIC
 	$(PY) -m bpflab vm-smoke --suite $(SUITE)
 
-toolchain: provision ## Grade every reference with Debian 13's clang and BCC, in a root of its own
+toolchain: provisioned ## Grade every reference with Debian 13's clang and BCC, in a root of its own
 	$(PY) -m bpflab toolchain $(TOOLCHAIN)
 
-lint: provision ## ruff on the Python, ansible-lint on the playbook
+lint: provisioned ## ruff on the Python, ansible-lint on the playbook
 	$(PY) -m ruff check .
 	$(PY) -m ansiblelint provisioning/site.yml

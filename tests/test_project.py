@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +54,37 @@ def test_vagrantfile_validates(tmp_path):
     done = subprocess.run(["vagrant", "validate"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode != 0 and "memroy" in done.stdout + done.stderr
+
+
+def provisions(project: Path, target: str) -> bool:
+    """Would `make target` run the playbook? (`make -n` still runs the stamp's check for real.)"""
+    done = subprocess.run(["make", "-n", target], cwd=project, capture_output=True, text=True, timeout=60,
+                          check=True)
+    return "ansible-playbook provisioning/site.yml" in done.stdout
+
+
+def test_the_stamp_provisions_only_when_something_changed(tmp_path: Path):
+    """`make check` skips the playbook when its inputs are unchanged since it last ran, and runs
+    it again after any change: a playbook file, a pin, a venv that is gone."""
+    project = tmp_path / "course"
+    shutil.copytree(ROOT / "provisioning", project / "provisioning",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "instructor.mk", "requirements.txt", "constraints.txt", "pyproject.toml"):
+        shutil.copy2(ROOT / name, project / name)
+    stamp = [sys.executable, "provisioning/stamp.py", "write"]
+    assert provisions(project, "check")  # no venv yet: never provisioned
+    (project / ".venv").mkdir()
+    subprocess.run([*stamp, "-e", "install_dev_tools=false"], cwd=project, check=True)
+    assert not provisions(project, "check")
+    assert provisions(project, "test")  # the labs' install lacks the course's own check tools
+    subprocess.run(stamp, cwd=project, check=True)  # a full install covers the labs' one
+    assert not provisions(project, "check") and not provisions(project, "test")
+    with (project / "provisioning" / "site.yml").open("a") as playbook:
+        playbook.write("# changed\n")
+    assert provisions(project, "check")
+    subprocess.run(stamp, cwd=project, check=True)
+    (project / "constraints.txt").write_text("scapy==0.0\n")
+    assert provisions(project, "check")
+    subprocess.run(stamp, cwd=project, check=True)
+    shutil.rmtree(project / ".venv")
+    assert provisions(project, "check")
