@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--root", type=Path, help="serve this folder instead of the course folder")
     cleanup = commands.add_parser("cleanup", help="remove namespaces that killed runs left behind")
-    cleanup.add_argument("--all", action="store_true", help="also those of runs still alive")
+    cleanup.add_argument("--all", action="store_true",
+                         help="also those of live runs (labs, graders, other users): an instructor's tool")
     release = commands.add_parser("release", help="build the student release")
     release.add_argument("dest", type=Path)
     starter = commands.add_parser("starter", help="print the starter of a lab's program")
@@ -51,10 +52,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.port, args.root)
     if args.command == "cleanup":
-        from bpflab.topology import cleanup_stale
+        from bpflab.topology import cleanup_stale, command_of, live_runs
 
+        live = live_runs()
+        if args.all:
+            for name, pid in live.items():
+                print(f"removing {name}, of a run still alive: pid {pid}, {command_of(pid)}")
         removed = cleanup_stale(everything=args.all)
         print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+        if live and not args.all:
+            pids = " ".join(map(str, sorted(set(live.values()))))
+            print(f"kept {len(live)} of runs still alive (pids {pids}); `cleanup --all` removes those too")
         return 0
     if args.command == "release":
         from bpflab.release import build

@@ -29,6 +29,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import netns
 
@@ -70,6 +71,19 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def live_runs() -> dict[str, int]:
+    """Our namespaces whose process is still alive (a lab, a grader, another student), by owner pid."""
+    owners = {name: int(match.group(1)) for name in netns.listnetns() if (match := NETNS_NAME.match(name))}
+    return {name: pid for name, pid in owners.items() if pid_alive(pid)}
+
+
+def command_of(pid: int) -> str:
+    """The command line of a live process, for telling a person whose namespace this is."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    return "?"
 
 
 @outside_event_loop

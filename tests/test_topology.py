@@ -109,6 +109,30 @@ def test_cleanup_spares_live_runs_unless_told():
         assert topo.server.netns in cleanup_stale(pid=os.getpid())
 
 
+def test_the_cleanup_command_spares_live_runs_and_names_what_all_removes():
+    """`make clean` (a student's `cleanup`) must not break another user's live lab or grader; the
+    instructor's `--all` says whose namespaces it removes before it does."""
+    cleanup = [sys.executable, "-m", "bpflab", "cleanup"]
+    with Topology() as topo:
+        done = subprocess.run(cleanup, cwd=ROOT, capture_output=True, text=True, check=True)
+        assert netns_exists(topo.server.netns) and netns_exists(topo.client.netns)
+        assert f"kept 2 of runs still alive (pids {os.getpid()})" in done.stdout
+    holder = spawn(HOLD)
+    try:
+        left = wait_for_namespaces(holder.pid)
+        done = subprocess.run([*cleanup, "--all"], cwd=ROOT, capture_output=True, text=True, check=True)
+        for name in left:
+            assert f"removing {name}, of a run still alive: pid {holder.pid}" in done.stdout
+        assert namespaces_of(holder.pid) == []
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def netns_exists(name: str) -> bool:
+    return name in netns.listnetns()
+
+
 # xdp-icmp: its network tests run for several seconds after the topology appears, so the
 # signal lands in the middle of the graded run.
 LONG_GRADE = [sys.executable, "-m", "grader", "grade", "bpf", "--lab", "xdp-icmp"]
