@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "release":
         from bpflab.release import build
 
-        print(f"student release built in {build(args.dest)}")
+        dest, kept = build(args.dest)
+        print("\n".join([*kept, f"student release built in {dest}"]))
         return 0
     if args.command == "vm-smoke":
         from bpflab.vmsmoke import main as vm_smoke

@@ -4,11 +4,19 @@ Built from the one source of truth: starters from the references in bpf/, notebo
 `solution` cells emptied, the handouts, the runtime, the grader with its public suites, and
 the provisioning. References and the grader's hidden suites (grader/tests/hidden) never enter
 the release.
+
+Building again over a release never deletes a student's work. The release records what it
+shipped (MANIFEST: a digest per file); a later build replaces only files still exactly as
+shipped. A file the student changed or made stays as it is, and where the course changed it
+too, the new version lands beside it as `name.new.ext` for the student to merge.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import jupytext
@@ -24,6 +32,7 @@ SHARED = (
 COURSE_PROGRAMS = ("maps_tour.c",)  # programs in bpf/ that students read and run, not solutions
 SOLUTION_TAG = "solution"
 UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+MANIFEST = ".release.json"  # in the release: the digest of every file as shipped
 
 
 def ignored(folder: str, names: list[str]) -> set[str]:
@@ -44,10 +53,67 @@ def student_notebook(source: Path, dest: Path) -> None:
     jupytext.write(notebook, dest, fmt="ipynb")
 
 
-def build(dest: Path) -> Path:
-    """Build the release in `dest` (replaced if it exists); return it."""
-    if dest.exists():
-        shutil.rmtree(dest)
+def build(dest: Path) -> tuple[Path, list[str]]:
+    """Build the release in `dest`, or update the one there around the student's work; return it
+    with a line for each student file kept (and where the course's new version went)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as staging:
+        fresh = Path(staging) / "release"
+        assemble(fresh)
+        if not dest.exists():
+            fresh.rename(dest)
+            return dest, []
+        return dest, update(dest, fresh)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_files(release: Path) -> dict[str, str]:
+    """Every file of a freshly assembled release, by relative path, with its digest."""
+    return {str(path.relative_to(release)): digest(path) for path in sorted(release.rglob("*"))
+            if path.is_file() and path.name != MANIFEST}
+
+
+def beside(path: Path) -> Path:
+    """Where the course's new version of a file the student changed goes: hello_xdp.new.c."""
+    return path.with_name(f"{path.stem}.new{path.suffix}")
+
+
+def update(dest: Path, fresh: Path) -> list[str]:
+    """Bring `dest` to the release in `fresh`, touching only files still as they were shipped.
+
+    A release from before the manifest has none: then every file that differs counts as the
+    student's, which keeps too much rather than too little.
+    """
+    try:
+        before = json.loads((dest / MANIFEST).read_text())
+    except (OSError, ValueError):
+        before = {}
+    now = shipped_files(fresh)
+    kept = []
+    for name in sorted(before.keys() - now.keys()):  # files the course no longer ships
+        path = dest / name
+        if path.is_file() and digest(path) == before[name]:
+            path.unlink()
+    for name, new in now.items():
+        path = dest / name
+        ours = not path.exists() or digest(path) in (before.get(name), new)
+        if ours:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(fresh / name, path)
+        elif before.get(name) != new:  # the student changed it, and so did the course
+            shutil.copy2(fresh / name, beside(path))
+            kept.append(f"kept your {name}; the course's new version is {beside(Path(name))}")
+        else:
+            kept.append(f"kept your {name}")
+    shutil.copy2(fresh / MANIFEST, dest / MANIFEST)
+    return kept
+
+
+def assemble(dest: Path) -> None:
+    """Write a whole release into the new folder `dest`, with its manifest."""
     dest.mkdir(parents=True)
     for name in SHARED:
         path = ROOT / name
@@ -69,4 +135,4 @@ def build(dest: Path) -> Path:
     readme = ROOT / "labs" / "README.md"
     if readme.exists():
         shutil.copy2(readme, dest / "README.md")
-    return dest
+    (dest / MANIFEST).write_text(json.dumps(shipped_files(dest), indent=1) + "\n")

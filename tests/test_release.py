@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -10,14 +11,14 @@ import sys
 
 import pytest
 
-from bpflab.labs import HIDDEN_TESTS, all_labs
-from bpflab.release import COURSE_PROGRAMS, SOLUTION_TAG, build
+from bpflab.labs import HIDDEN_TESTS, LABS_DIR, all_labs
+from bpflab.release import COURSE_PROGRAMS, MANIFEST, SOLUTION_TAG, build
 from bpflab.starters import starter_source, telltale_lines
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("release") / "student")
+    return build(tmp_path_factory.mktemp("release") / "student")[0]
 
 
 def release_texts(release):
@@ -118,3 +119,36 @@ def test_verifier_notebook_survives_every_starter_mistake_in_the_release(release
         assert shown + ("loads, but will misbehave" if name in WARNED_EXERCISES else "refused") in done.stdout
     assert "512 bytes" in done.stdout and "verifier_gym.c:" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+def test_building_again_keeps_the_students_work(tmp_path):
+    """`make release` over a release a student works in (a course update): files still as shipped
+    are updated, the student's changed and own files stay, and the course's new version of a
+    changed file lands beside it."""
+    dest, kept = build(tmp_path / "student")
+    assert kept == []
+    lab = dest / "labs" / "hello-xdp"
+    (lab / "hello_xdp.c").write_text("/* my work */\n")
+    (lab / "notes.txt").write_text("mine")
+    (lab / "README.md").write_text("the handout of an older course")
+    icmp = dest / "labs" / "xdp-icmp" / "xdp_icmp_echo.c"
+    icmp.write_text("/* my echo */\n")
+    gone = dest / "labs" / "retired.md"
+    gone.write_text("a handout the course no longer ships")
+    manifest = json.loads((dest / MANIFEST).read_text())
+    for path in (lab / "README.md", gone):
+        manifest[str(path.relative_to(dest))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["labs/xdp-icmp/xdp_icmp_echo.c"] = "0" * 64  # the older course shipped another starter
+    (dest / MANIFEST).write_text(json.dumps(manifest))
+
+    again, kept = build(dest)
+    assert again == dest
+    assert (lab / "hello_xdp.c").read_text() == "/* my work */\n"
+    assert (lab / "notes.txt").read_text() == "mine"
+    assert (lab / "README.md").read_text() == (LABS_DIR / "hello-xdp" / "README.md").read_text()
+    assert icmp.read_text() == "/* my echo */\n"
+    assert "TODO" in (icmp.parent / "xdp_icmp_echo.new.c").read_text()
+    assert not gone.exists()
+    assert kept == ["kept your labs/hello-xdp/hello_xdp.c",
+                    "kept your labs/xdp-icmp/xdp_icmp_echo.c; the course's new version is "
+                    "labs/xdp-icmp/xdp_icmp_echo.new.c"]
