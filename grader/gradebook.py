@@ -71,7 +71,7 @@ def write_junit(grades: Grades, path: Path) -> None:
     suites = ET.Element("testsuites", name="bpflab")
     for student, results in sorted(grades.items()):
         for result in results:
-            failed = [t for t in result.tests if not t.passed]
+            failed = [t for t in result.tests if t.mark == "FAIL"]
             suite = ET.SubElement(suites, "testsuite", name=f"{student}/{result.lab.id}",
                                   tests=str(len(result.tests)), failures=str(len(failed)))
             for test in result.tests:
@@ -82,9 +82,11 @@ def write_junit(grades: Grades, path: Path) -> None:
                     ET.Element("property", name="max_score", value=f"{test.max_score:g}"),
                     ET.Element("property", name="hidden", value=str(test.hidden).lower()),
                 ])
-                if not test.passed:
-                    ET.SubElement(case, "failure", message=test.output.splitlines()[0] if test.output
-                                  else "failed").text = test.output
+                message = test.output.splitlines()[0] if test.output else "failed"
+                if test.mark == "FAIL":
+                    ET.SubElement(case, "failure", message=message).text = test.output
+                elif test.informational and test.output:  # a figure that could not be measured
+                    ET.SubElement(case, "skipped", message=message).text = test.output
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 

@@ -15,7 +15,7 @@ from grader.runner import LabResult, TestResult
 
 
 def gradescope_test(test: TestResult, prefix: str = "") -> dict:
-    return {
+    out = {
         "name": prefix + test.name,
         "score": test.score,
         "max_score": test.max_score,
@@ -23,6 +23,14 @@ def gradescope_test(test: TestResult, prefix: str = "") -> dict:
         "output": test.output,
         "visibility": "after_published" if test.hidden else "visible",
     }
+    if test.informational:  # Gradescope shows a test without a status in neither green nor red
+        del out["status"]
+    return out
+
+
+def score_of(test: TestResult) -> str:
+    """`2/3`, or `--` for a test worth nothing: `0/0` would read as a result."""
+    return "--" if test.informational else f"{test.score:g}/{test.max_score:g}"
 
 
 def public_line(result: LabResult) -> str:
@@ -76,8 +84,7 @@ def feedback(student: str, results: list[LabResult]) -> str:
             lines += ["The program loads, but the compiler and the course's checks warn:", "", "```",
                       result.notes, "```", ""]
         for test in public:
-            mark = "PASS" if test.passed else "FAIL"
-            lines.append(f"- {mark} {test.score:g}/{test.max_score:g}: {test.name}")
+            lines.append(f"- {test.mark} {score_of(test)}: {test.name}")
             if test.output and not result.problem:
                 lines += ["", "  ```", *(f"  {line}" for line in test.output.splitlines()), "  ```", ""]
         if hidden:
@@ -114,8 +121,7 @@ def summary(result: LabResult) -> str:
         lines += ["", "The program loads, but warnings say what it will get wrong:",
                   *("  " + line for line in result.notes.splitlines()), ""]
     for test in result.tests:
-        mark = "PASS" if test.passed else "FAIL"
-        lines.append(f"  [{mark}] {test.score:g}/{test.max_score:g}  {test.name}")
+        lines.append(f"  [{test.mark}] {score_of(test)}  {test.name}")
         if test.output and not result.problem:
             lines += ["         " + line for line in test.output.splitlines()]
     lines.append(f"Score: {result.score:g}/{result.max_score:g}")

@@ -32,6 +32,15 @@ class TestResult:
     def passed(self) -> bool:
         return self.score == self.max_score
 
+    @property
+    def informational(self) -> bool:
+        """Worth no points (a leaderboard figure): it is reported, never as a pass or a failure."""
+        return self.max_score == 0
+
+    @property
+    def mark(self) -> str:
+        return "INFO" if self.informational else "PASS" if self.passed else "FAIL"
+
 
 @dataclass
 class LabResult:
@@ -122,6 +131,8 @@ class Collector:
         elif report.failed and call.excinfo is not None:
             test.score = 0.0
             test.output = plain_words(call.excinfo)
+            if test.informational:
+                test.output = f"Not measured (no points are lost): {test.output}"
             if report.when == "setup" and isinstance(call.excinfo.value, ProgramError):
                 self.result.problem = call.excinfo.value.explain()
 
