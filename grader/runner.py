@@ -94,7 +94,10 @@ class Collector:
             marker = item.get_closest_marker("points")
             if marker is None:
                 raise pytest.UsageError(f"{item.nodeid} has no @points(n)")
-            doc = (getattr(item.obj, "__doc__", None) or item.name).strip().splitlines()[0]
+            doc = (getattr(item.obj, "__doc__", None) or "").strip()
+            if not doc:  # its first line is what the student reads for this test
+                raise pytest.UsageError(f"{item.nodeid} has no docstring saying what it checks")
+            doc = doc.splitlines()[0]
             test = TestResult(name=doc, nodeid=item.nodeid, max_score=float(marker.args[0]),
                               hidden=item.path.is_relative_to(HIDDEN_TESTS))
             self.by_id[item.nodeid] = test

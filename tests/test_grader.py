@@ -20,7 +20,7 @@ def test_reference_scores_full_marks(lab, tmp_path):
     assert graded.exit_code == 0, graded.stderr
     assert f"Score: {lab.points}/{lab.points}" in graded.stdout, graded.stdout
     assert graded.results["score"] == graded.results["max_score"] == lab.points
-    assert all(test["status"] == "passed" for test in graded.results["tests"])
+    assert all(test["status"] == "passed" for test in graded.results["tests"] if test["max_score"])
     # Gradescope's leaderboard: the DNS lab puts the program's ns per answer on it.
     assert ("leaderboard" in graded.results) == (lab.id == "xdp-dns")
     for entry in graded.results.get("leaderboard", []):
@@ -36,6 +36,32 @@ def test_starter_scores_zero_without_crashing(lab, tmp_path):
     assert graded.results["score"] == 0
     assert "leaderboard" not in graded.results  # only a right answer is timed
     assert all(test["output"] for test in graded.results["tests"]), "every failure needs an explanation"
+    assert "0/0" not in graded.stdout  # a test worth nothing is neither passed nor failed
+    assert ("[INFO] --  " in graded.stdout) == any(not test["max_score"] for test in graded.results["tests"])
+
+
+def test_a_graded_test_needs_points_and_a_docstring(tmp_path):
+    """What the student reads for a test is its docstring's first line: the collector refuses a
+    suite with a test that has none, as it refuses one without points."""
+    for body, refusal in (("@points(1)\ndef test_x():\n    pass\n", "has no docstring saying what it checks"),
+                          ('def test_x():\n    """Checks."""\n', "has no @points(n)"),
+                          ('@points(1)\ndef test_x():\n    """Checks x."""\n', "")):
+        suite = tmp_path / "test_suite.py"
+        suite.write_text(f"from grader.checks import points\n\n\n{body}")
+        done = subprocess.run([sys.executable, "-c", COLLECT, str(suite)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert refusal in done.stdout + done.stderr, done.stdout + done.stderr
+        assert (done.returncode == 0) == (not refusal), done.stdout + done.stderr
+
+
+COLLECT = """
+import sys, pytest
+from bpflab.labs import load_lab
+from grader.runner import Collector, LabResult
+code = pytest.main([sys.argv[1], "-q", "-p", "no:cacheprovider"],
+                   plugins=[Collector(LabResult(lab=load_lab("hello-xdp"), submission=None))])
+sys.exit(int(code))
+"""
 
 
 def test_unchecked_read_scores_zero_with_the_verifier_line(tmp_path):

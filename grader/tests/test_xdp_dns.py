@@ -82,6 +82,7 @@ def expect_pass(server: Program, frame: bytes, what: str) -> None:
 
 
 def expect_serves(server: Program, records: Records) -> None:
+    """Pass-through checks mean something only for a program that answers a plain query."""
     expect_answer(server, records, query_frame("www.lab.example", "A"), "a plain A query for www.lab.example")
 
 
@@ -89,6 +90,7 @@ def expect_serves(server: Program, records: Records) -> None:
 
 @points(3)
 def test_answers_an_a_query(server: Program, records: Records) -> None:
+    """A queries for www and for the zone's apex get XDP_TX and exactly the right answer."""
     expect_answer(server, records, query_frame("www.lab.example", "A"), "an A query for www.lab.example")
     expect_answer(server, records, query_frame("lab.example", "A", qid=7, flags=0),
                   "an A query for the zone's apex, RD clear")
@@ -96,6 +98,7 @@ def test_answers_an_a_query(server: Program, records: Records) -> None:
 
 @points(2)
 def test_answers_aaaa_queries_over_ipv6(server: Program, records: Records) -> None:
+    """AAAA queries, over IPv6 and over IPv4, get exactly the right answer."""
     expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True),
                   "an AAAA query over IPv6")
     expect_answer(server, records, query_frame("v6only.lab.example", "AAAA"), "an AAAA query over IPv4")
@@ -103,6 +106,7 @@ def test_answers_aaaa_queries_over_ipv6(server: Program, records: Records) -> No
 
 @points(2)
 def test_names_match_in_any_case_and_keep_theirs(server: Program, records: Records) -> None:
+    """Names asked in mixed case are found, and the answer keeps the question's case."""
     for name in ("WWW.LAB.EXAMPLE", "wWw.LaB.eXaMpLe", "A.Deep.NAME.in.THE.lab.example"):
         expect_answer(server, records, query_frame(name, "A"),
                       f"an A query for {name} (DNS names match in any case; the question is echoed as sent)")
@@ -110,6 +114,7 @@ def test_names_match_in_any_case_and_keep_theirs(server: Program, records: Recor
 
 @points(2)
 def test_every_address_of_a_name(server: Program, records: Records) -> None:
+    """A name with 8 addresses gets all 8 answers; RD is copied into the answer, CD is not."""
     expect_answer(server, records, query_frame("many.lab.example", "A"),
                   "an A query for a name with 8 addresses")
     expect_answer(server, records, query_frame("www.lab.example", "AAAA", ipv6=True, flags=0x0110),
@@ -118,6 +123,7 @@ def test_every_address_of_a_name(server: Program, records: Records) -> None:
 
 @points(2)
 def test_edns_queries_get_an_opt_record(server: Program, records: Records) -> None:
+    """EDNS0 queries get an OPT record: 1232 bytes, DO copied, the query's options not echoed."""
     cookie = dns.edns.GenericOption(10, b"clientck")
     expect_answer(server, records, query_frame("www.lab.example", "A", edns=4096),
                   "an A query with EDNS0 (UDP size 4096)")
@@ -128,6 +134,7 @@ def test_edns_queries_get_an_opt_record(server: Program, records: Records) -> No
 
 @points(2)
 def test_udp_checksums_are_right(server: Program, records: Records) -> None:
+    """Answers over IPv4 and IPv6 carry the right UDP checksum (pseudo-header and whole datagram)."""
     for frame, what in ((query_frame("www.lab.example", "A"), "over IPv4"),
                         (query_frame("many.lab.example", "A", ipv6=True, edns=1232), "over IPv6")):
         result = run(server, frame)
@@ -142,6 +149,7 @@ def test_udp_checksums_are_right(server: Program, records: Records) -> None:
 
 @points(1)
 def test_names_and_types_it_does_not_hold_pass(server: Program, records: Records) -> None:
+    """Queries the map cannot answer (unknown name, missing type, MX, ANY, class CH) are passed."""
     expect_serves(server, records)
     expect_pass(server, query_frame("nope.lab.example", "A"), "an A query for a name not in the records")
     expect_pass(server, query_frame("mail.lab.example", "AAAA"),
@@ -156,6 +164,7 @@ def test_names_and_types_it_does_not_hold_pass(server: Program, records: Records
 
 @points(2)
 def test_responses_are_never_answered(server: Program, records: Records) -> None:
+    """A DNS response (QR = 1) is passed, never answered: answering responses makes loops."""
     expect_serves(server, records)
     expect_pass(server, query_frame("www.lab.example", "A", flags=dns.flags.QR | dns.flags.RD),
                 "a DNS response (QR=1) for www.lab.example: answering responses makes loops")
@@ -163,6 +172,7 @@ def test_responses_are_never_answered(server: Program, records: Records) -> None
 
 @points(1)
 def test_other_opcodes_and_counts_pass(server: Program, records: Records) -> None:
+    """A NOTIFY, a query with two questions and a query with the TC bit set are passed."""
     expect_serves(server, records)
     notify = dns.message.make_query("www.lab.example", "A")
     notify.set_opcode(dns.opcode.NOTIFY)
@@ -176,6 +186,7 @@ def test_other_opcodes_and_counts_pass(server: Program, records: Records) -> Non
 
 @points(1)
 def test_compression_pointers_and_long_names_pass(server: Program, records: Records) -> None:
+    """Names with a compression pointer, a bad label length or over 128 bytes are passed."""
     expect_serves(server, records)
     header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
     pointer = header + b"\x03www\xc0\x0c" + struct.pack("!HH", 1, 1)
@@ -189,6 +200,7 @@ def test_compression_pointers_and_long_names_pass(server: Program, records: Reco
 
 @points(2)
 def test_damaged_queries_pass(server: Program, records: Records) -> None:
+    """Damaged queries are passed: bad or missing checksums, lying lengths, trailing bytes, truncations."""
     expect_serves(server, records)
     good = query_frame("www.lab.example", "A")
     bad_udp = bytearray(good)
@@ -218,6 +230,7 @@ def test_damaged_queries_pass(server: Program, records: Records) -> None:
 
 @points(1)
 def test_other_ports_and_tcp_pass(server: Program, records: Records) -> None:
+    """A query to another UDP port (5353) and one carried over TCP are passed."""
     expect_serves(server, records)
     message = dns.message.make_query("www.lab.example", "A").to_wire()
     expect_pass(server, dns_answers.wrap(message, dport=5353), "an A query to UDP port 5353")
@@ -260,6 +273,7 @@ def answered_by_xdp(server: Program, before: int) -> int:
 
 @points(3)
 def test_dig_is_answered_by_xdp(server: Program, topology: Topology, service: NetnsServer) -> None:
+    """Over the veth, `dig` gets an authoritative answer from the program; user space sees nothing."""
     before = dns_answers.answers_sent(server)
     lines_before = len(service.output().splitlines())
     output = dig(topology, f"@{SERVER_IPV4}", "www.lab.example", "A")
@@ -276,6 +290,7 @@ def test_dig_is_answered_by_xdp(server: Program, topology: Topology, service: Ne
 @points(2)
 def test_dnspython_over_ipv6_with_and_without_edns(server: Program, topology: Topology,
                                                    service: NetnsServer) -> None:
+    """Over the veth, AAAA queries over IPv6, with and without EDNS, are answered by the program."""
     before = dns_answers.answers_sent(server)
     for kw in ({"use_edns": False}, {"use_edns": 0, "payload": 1232, "want_dnssec": True}):
         reply = ask(topology, "www.lab.example", "AAAA", server=SERVER_IPV6, **kw)
@@ -289,6 +304,7 @@ def test_dnspython_over_ipv6_with_and_without_edns(server: Program, topology: To
 
 @points(1)
 def test_mixed_case_over_the_network(server: Program, topology: Topology, service: NetnsServer) -> None:
+    """Over the veth, `dig MaNy.LaB.ExAmPlE` gets its 8 addresses from the program, case kept."""
     before = dns_answers.answers_sent(server)
     output = dig(topology, f"@{SERVER_IPV4}", "MaNy.LaB.ExAmPlE", "A", "+noedns")
     expect(output.count("192.0.2.10") == 8 and "MaNy.LaB.ExAmPlE." in output,
@@ -299,6 +315,7 @@ def test_mixed_case_over_the_network(server: Program, topology: Topology, servic
 @points(2)
 def test_what_xdp_passes_reaches_the_user_space_server(server: Program, topology: Topology,
                                                        service: NetnsServer) -> None:
+    """Passed queries reach the user-space server: unknown and long names, MX, class CH, NOTIFY, TCP."""
     logged = queries_in(service.output())
     before = dns_answers.answers_sent(server)
     ask(topology, "www.lab.example", "A")
@@ -339,7 +356,7 @@ LEADERBOARD_RUNS = 5_000
 @points(0)
 def test_ns_per_answer_on_the_leaderboard(server: Program, records: Records,
                                          record_property: Callable[[str, object], None]) -> None:
-    # No points: the fast path's ns per answer above the XDP floor goes on the leaderboard.
+    """No points: your program's ns per answer above the XDP floor, for the leaderboard."""
     frame = query_frame("www.lab.example", "A")
     expect_answer(server, records, frame, "a plain A query (only a right answer is timed)")
     # One run per call: an answer rewrites the frame, and test-run does not reset it between
@@ -363,6 +380,7 @@ def fuzz_seeds() -> list[bytes]:
 
 @points(3)
 def test_fuzzed_frames_get_no_wrong_answer(server: Program, records: Records) -> None:
+    """100,000 fuzzed frames by test-run: every answer exactly right, everything else passed."""
     expect_serves(server, records)
     answered = 0
     for frame in fuzz.frames(fuzz_seeds(), FUZZ_FRAMES, seed=FUZZ_SEED):
