@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab import dns_records, dns_server, echo, libbpf
+from bpflab.processes import pid_alive
 from bpflab.programs import Program, attach
 from bpflab.servers import NetnsServer
-from bpflab.topology import Topology, pid_alive
+from bpflab.topology import Topology
 
 RUN_DIR = Path("/run/bpflab/dns")
 PIN_DIR = Path("/sys/fs/bpf")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from bpflab.labs import ROOT
+from bpflab.processes import sigterm_as_interrupt, stop
 from bpflab.topology import cleanup_stale
 
 STOP_GRACE_SECONDS = 15
@@ -36,17 +36,6 @@ def command(port: int, root: Path) -> list[str]:
     ]
 
 
-def stop(server: subprocess.Popen) -> None:
-    """Stop the server by its pid: SIGTERM, then SIGKILL after a grace period."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def serve(port: int = 8888, root: Path | None = None) -> int:
     # The token goes through the environment, not the command line, which `ps` shows to all.
     # A JUPYTER_TOKEN already set (the Vagrant VM sets one) is used as it is.
@@ -55,13 +44,12 @@ def serve(port: int = 8888, root: Path | None = None) -> int:
     server = subprocess.Popen(command(port, root or ROOT), env=env, start_new_session=True)
     print(f"\nJupyterLab (pid {server.pid}): http://127.0.0.1:{port}/lab?token={token}\n"
           "Ctrl-C stops it and cleans up.\n", flush=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        return server.wait()
+        with sigterm_as_interrupt():
+            return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(server)
-        signal.signal(signal.SIGTERM, previous)
+        stop(server, STOP_GRACE_SECONDS)
         removed = cleanup_stale()
         print(f"JupyterLab stopped; removed {len(removed)} namespace(s) left by notebooks.")

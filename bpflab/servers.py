@@ -1,26 +1,18 @@
 """Servers that run inside a namespace (the user-space DNS server, NSD): started, waited for,
 and stopped by process id, never by name, so that nothing else on the machine is touched.
 
-A server must not outlive the process that started it: a namespace stays alive, veth and all,
-while any process is inside it. So each server gets PR_SET_PDEATHSIG, and the kernel kills it
-if its parent dies without stopping it (kill -9 of a grader or a notebook kernel included).
+A server must not outlive the process that started it (bpflab.processes says why): the kernel
+kills it if its parent dies without stopping it (kill -9 of a grader or a notebook kernel included).
 """
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In a child process (preexec_fn): the kernel kills it if its parent dies, even by kill -9."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+from bpflab.processes import die_with_parent, stop
 
 
 class NetnsServer:
@@ -67,13 +59,7 @@ class NetnsServer:
 
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL if it lingers; always reaped."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop(self.process)
 
     def __enter__(self) -> NetnsServer:
         return self

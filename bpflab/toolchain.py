@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab.labs import ROOT, all_labs
-from bpflab.servers import die_with_parent
+from bpflab.processes import die_with_parent
 
 CACHE = Path("/var/cache/bpflab/toolchains")
 MIRROR = "http://deb.debian.org/debian"

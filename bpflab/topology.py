@@ -20,11 +20,9 @@ deletes its veth end, and with it every XDP and TC program attached there.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import os
 import re
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +32,7 @@ from pathlib import Path
 from pyroute2 import netns
 
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, CLIENT_MAC, SERVER_IPV4, SERVER_IPV6, SERVER_MAC
+from bpflab.processes import pid_alive, restore_sigterm, signals_held, sigterm_interrupts
 from bpflab.programs import (
     BPF_PROG_TYPE_XDP,
     attach_xdp,
@@ -47,7 +46,6 @@ NAME_PREFIX = "bpflab"
 NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
 NUD_PERMANENT = 0x80
 XDP_PASS = 2
-HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 REPLY_WAIT = 3  # seconds ping waits for a late reply: a loaded grading host can hold one back 1 s
 _counter = itertools.count()
 
@@ -61,16 +59,6 @@ class Side:
     ipv4: str
     ipv6: str
     mac: str
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def live_runs() -> dict[str, int]:
@@ -152,20 +140,13 @@ class Topology:
         cleanup_stale()
         main = threading.current_thread() is threading.main_thread()
         if main:
-            self._old_sigterm = signal.signal(
-                signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid())
-            )
+            self._old_sigterm = sigterm_interrupts()  # a stopped grader cleans up as on Ctrl-C
         try:
             # Ctrl-C or SIGTERM in the middle of netlink work can leave pyroute2 waiting for a
             # helper process that will never answer: hold them until the build is done, then
             # let them in, and the `except` below removes what was built.
-            if main:
-                signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-            try:
+            with signals_held() if main else contextlib.nullcontext():
                 self._build()
-            finally:
-                if main:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
         except BaseException:
             self.close()
             raise
@@ -181,7 +162,7 @@ class Topology:
             os.close(self._peer_fd)
             self._peer_fd = None
         if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+            restore_sigterm(self._old_sigterm)
             self._old_sigterm = None
 
     @outside_event_loop
@@ -265,16 +246,3 @@ class PingResult:
         match = re.search(r"(\d+) packets transmitted, (\d+) received", output)
         sent, received = (int(match.group(1)), int(match.group(2))) if match else (count, 0)
         return cls(sent, received, output.strip())
-
-
-def _raise_interrupt(owner_pid: int, signum: int, frame: object) -> None:
-    """SIGTERM as Ctrl-C, so that `with Topology()` cleans up when a grader is stopped.
-
-    Children forked by pyroute2 (to open sockets in a netns) inherit this handler and are
-    ended by SIGTERM: they must die as usual rather than unwind the parent's state.
-    """
-    if os.getpid() != owner_pid:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt(f"signal {signum}")

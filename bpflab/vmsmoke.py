@@ -39,20 +39,17 @@ import base64
 import contextlib
 import ctypes
 import fcntl
-import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -61,9 +58,16 @@ from pathlib import Path
 from pyroute2 import netns
 
 from bpflab.labs import BPF_TOOLS, program_labs
+from bpflab.processes import (
+    die_with_parent,
+    pid_alive,
+    restore_sigterm,
+    signals_held,
+    sigterm_interrupts,
+    stop_pid,
+)
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError, existing_netns
-from bpflab.servers import die_with_parent
-from bpflab.topology import NUD_PERMANENT, PingResult, _raise_interrupt, pid_alive, run_in, sysctl
+from bpflab.topology import NUD_PERMANENT, PingResult, run_in, sysctl
 
 CACHE = Path("/var/cache/bpflab/vm-smoke")
 GUEST_FILES = Path(__file__).resolve().parent / "vmguest"
@@ -296,23 +300,6 @@ def netns_pids(name: str) -> list[int]:
     return pids
 
 
-def stop_pid(pid: int, grace: float = 5) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `grace` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def cleanup_stale() -> list[str]:
     """Remove what killed runs left: their QEMU (by pid, found in their netns), netns and run folder."""
     removed = []
@@ -463,17 +450,6 @@ class Run:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while netlink work or the tear-down is under way."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
 # -- the checks ------------------------------------------------------------------------------------
 def guest_lines(console: str, tag: str) -> list[str]:
     return re.findall(rf"^VMSMOKE {tag}: (.*?)\r?$", console, re.MULTILINE)
@@ -570,7 +546,7 @@ def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolE
 
 def main(accel: str = "auto", suite: str = "bookworm") -> int:
     """Run the smoke test; print times and PASS or FAIL with reasons; 0 on PASS, 1 otherwise."""
-    old_sigterm = signal.signal(signal.SIGTERM, functools.partial(_raise_interrupt, os.getpid()))
+    old_sigterm = sigterm_interrupts()
     started, times = time.monotonic(), {}
     run = Run()
     # Forked (before any thread, at the first submit): "spawn" would also start multiprocessing's
@@ -590,7 +566,7 @@ def main(accel: str = "auto", suite: str = "bookworm") -> int:
         compilers.shutdown(wait=False, cancel_futures=True)
         with signals_held():
             run.close()
-        signal.signal(signal.SIGTERM, old_sigterm)
+        restore_sigterm(old_sigterm)
     total = time.monotonic() - started
     say("times: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in times.items())
         + f"; total {total:.1f} s")

@@ -18,7 +18,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bpflab.labs import Lab
+from bpflab.processes import restore_sigterm, sigterm_interrupts
 from grader.gradebook import RECORD, write_class
 from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare
 from grader.report import feedback, gradescope_student, record
@@ -87,7 +87,7 @@ def run(submissions: Path, out: Path, labs: list[Lab], jobs: int, limits: Limits
         start = time.monotonic()
         return student, grade(lab, folders[student], limits, stop=stop), time.monotonic() - start
 
-    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    old_term = sigterm_interrupts()  # SIGTERM stops a batch the way Ctrl-C does
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade")
     try:
         futures: set[Future] = {pool.submit(one, student, lab) for student, lab in todo}
@@ -110,7 +110,7 @@ def run(submissions: Path, out: Path, labs: list[Lab], jobs: int, limits: Limits
         print("Interrupted: the students graded so far are written; the rest are not.", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        restore_sigterm(old_term)
         pool.shutdown(wait=True)
     write_timings(out / TIMINGS, timings)
     write_class(out)
@@ -157,8 +157,3 @@ def merge(shards: list[Path], out: Path) -> int:
     write_timings(out / TIMINGS, [(s, lab, float(t)) for s, lab, t in timings])
     write_class(out)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops a batch the way Ctrl-C does."""
-    raise KeyboardInterrupt(f"signal {signum}")

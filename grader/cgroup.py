@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bpflab.topology import pid_alive
+from bpflab.processes import pid_alive
 
 MEMORY_LIMIT = 1 << 30  # a graded run (pytest, scapy, BCC) peaks near 300 MB
 CGROUP_ROOT = Path("/sys/fs/cgroup")

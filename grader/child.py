@@ -8,17 +8,14 @@ descriptor FD and writes no file: only the parent, which checks what it reads, w
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
 from bpflab.labs import load_lab
+from bpflab.processes import die_with_parent
 from grader.runner import run_suites
-
-PR_SET_PDEATHSIG = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="the grader's pid")
     parser.add_argument("--cgroup", type=Path, help="the cgroup.procs file of the memory cgroup to join")
     args = parser.parse_args(argv)
-    die_with_parent(args.parent)
+    die_with_parent(args.parent)  # a hanging program must not outlive the grader, even its kill -9
     if args.cgroup:
         args.cgroup.write_text(str(os.getpid()))  # before any student code: maps are charged here
     events = os.fdopen(args.fd, "w", buffering=1)
@@ -43,13 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     result = run_suites(load_lab(args.lab), args.folder, not args.public, report, extra)
     report({"event": "done", "exit_code": result.exit_code})
     return 0
-
-
-def die_with_parent(parent: int) -> None:
-    """Be killed when the grader dies, even by kill -9: a hanging program must not outlive it."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the grader died before prctl took effect
-        os._exit(1)
 
 
 if __name__ == "__main__":

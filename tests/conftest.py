@@ -15,7 +15,8 @@ import pytest
 from pyroute2 import netns
 
 from bpflab.labs import ROOT
-from bpflab.topology import NETNS_NAME, pid_alive
+from bpflab.processes import pid_alive
+from bpflab.topology import NETNS_NAME
 
 
 def orphaned_namespaces() -> set[str]:
@@ -38,7 +39,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.path.name == "test_toolchain.py" and item.get_closest_marker("slow")
                for item in session.items):
         return
-    from bpflab.servers import die_with_parent
+    from bpflab.processes import die_with_parent
 
     out = ROOT / "artifacts" / "toolchain-trixie-prepare.out"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ import time
 from pyroute2 import netns
 
 from bpflab.labs import ROOT
-from bpflab.topology import Topology, cleanup_stale, pid_alive, run_in
+from bpflab.processes import pid_alive
+from bpflab.topology import Topology, cleanup_stale, run_in
 from tests.conftest import grading_child
 
 HOLD = """
