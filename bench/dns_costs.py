@@ -23,12 +23,12 @@ from bpflab import dns_answers, dns_records, echo, fuzz, measure, testrun
 from bpflab.labs import GRADER_TESTS, load_lab
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6
 from bpflab.programs import BPF_PROG_TYPE_XDP, load, load_raw
+from bpflab.verdicts import XDP_PASS
 
 sys.path.insert(0, str(GRADER_TESTS))
 from test_xdp_dns import FUZZ_FRAMES, FUZZ_SEED, fuzz_seeds
 
 SINGLE_RUNS = 20_000
-XDP_PASS = 2
 
 
 def single_run_median(fd: int, frame: bytes) -> float:

@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab.labs import BPF_INCLUDE
+from bpflab.verdicts import TC_VERDICTS, XDP_VERDICTS
 
 MAIN_FILE = "/virtual/main.c"  # what BCC calls the program file in its messages
 PRELUDE = "#if defined(BPF_LICENSE)"  # the first line of BCC's rewritten program
 FOOTER = "#include <bcc/footer.h>"  # and its last
-XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-TC_VERDICTS = {-1: "TC_ACT_UNSPEC", 0: "TC_ACT_OK", 1: "TC_ACT_RECLASSIFY", 2: "TC_ACT_SHOT",
-               3: "TC_ACT_PIPE", 4: "TC_ACT_STOLEN", 5: "TC_ACT_QUEUED", 6: "TC_ACT_REPEAT",
-               7: "TC_ACT_REDIRECT", 8: "TC_ACT_TRAP"}
 STACK_LIMIT = 512  # bytes of BPF stack per program, subprograms included
 WARNINGS_SHOWN = ("-Wuninitialized", "-Wsometimes-uninitialized")  # warnings that predict bugs
 

@@ -25,7 +25,6 @@ from typing import ParamSpec, TypeVar
 from pyroute2 import NetNS
 
 from bpflab import libbpf
-from bpflab.explain import TC_VERDICTS as TC_VERDICTS  # re-exported: users name verdicts here
 from bpflab.explain import (
     WARNINGS_SHOWN,
     SourceMap,
@@ -35,8 +34,9 @@ from bpflab.explain import (
     uninitialised_keys,
     verifier_feedback,
 )
-from bpflab.explain import XDP_VERDICTS as XDP_VERDICTS
 from bpflab.labs import BPF_INCLUDE
+from bpflab.verdicts import TC_VERDICTS as TC_VERDICTS  # re-exported: notebooks name verdicts here
+from bpflab.verdicts import XDP_VERDICTS as XDP_VERDICTS
 
 P = ParamSpec("P")
 R = TypeVar("R")

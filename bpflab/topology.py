@@ -41,11 +41,11 @@ from bpflab.programs import (
     load_raw,
     outside_event_loop,
 )
+from bpflab.verdicts import XDP_PASS
 
 NAME_PREFIX = "bpflab"
 NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
 NUD_PERMANENT = 0x80
-XDP_PASS = 2
 REPLY_WAIT = 3  # seconds ping waits for a late reply: a loaded grading host can hold one back 1 s
 _counter = itertools.count()
 

@@ -20,11 +20,12 @@ from bpflab.labs import Lab
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import Program
 from bpflab.topology import Topology
+from bpflab.verdicts import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_UNSPEC, XDP_PASS, XDP_TX
 from bpflab.wire import Wire
 from grader.checks import expect, fail, points
 
-REPLY = {"xdp": 3, "tc": 7}  # XDP_TX; TC_ACT_REDIRECT (from bpf_redirect)
-PASS = {"xdp": {2}, "tc": {0, -1}}  # XDP_PASS; TC_ACT_OK or TC_ACT_UNSPEC
+REPLY = {"xdp": XDP_TX, "tc": TC_ACT_REDIRECT}  # TC_ACT_REDIRECT: what bpf_redirect() returns
+PASS = {"xdp": {XDP_PASS}, "tc": {TC_ACT_OK, TC_ACT_UNSPEC}}
 V4_SIZES = (0, 1, 56, 1000, 1472)  # ICMP payload bytes; 1472 fills a 1500-byte MTU
 V6_SIZES = (0, 1, 56, 1000, 1452)
 FUZZ_FRAMES = 100_000

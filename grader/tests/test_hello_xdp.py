@@ -8,10 +8,10 @@ from bpflab import packets, testrun
 from bpflab.explain import verdict
 from bpflab.programs import Program
 from bpflab.topology import Topology
+from bpflab.verdicts import XDP_PASS
 from grader.checks import delta, expect, points
 
 LAB = "hello-xdp"
-XDP_PASS = 2
 COUNTS = "proto_count"
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
 

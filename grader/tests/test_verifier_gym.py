@@ -19,10 +19,10 @@ from bpflab import packets, testrun
 from bpflab.explain import verdict
 from bpflab.gym import Gym
 from bpflab.programs import Program
+from bpflab.verdicts import XDP_DROP, XDP_PASS
 from grader.checks import delta, expect, fail, points
 
 LAB = "verifier"
-XDP_DROP, XDP_PASS = 1, 2
 MAX_SUM_BYTES, SNAP_LEN, POISON, MAX_UDP_LEN = 64, 600, 0xFF, 1480
 ETH_P_EXPERIMENTAL = 0x88B5
 SIG_BYTES, SIG_THRESHOLD, SIGNATURE = 24, 7, 0xABCDEF

@@ -30,11 +30,11 @@ from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, le
 from bpflab.programs import Program
 from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
+from bpflab.verdicts import XDP_PASS, XDP_TX
 from grader.checks import expect, fail, points
 from grader.runner import LEADERBOARD
 
 LAB = "xdp-dns"
-XDP_PASS, XDP_TX = 2, 3
 FUZZ_FRAMES = 100_000
 FUZZ_SEED = 2026
 RECORDS = Path(__file__).with_name("xdp_dns_records.yaml")  # fixed: students may edit the lab's
