@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from pyroute2 import NetNS
+from pyroute2 import NetlinkError, NetNS
 
 from bpflab import libbpf
 from bpflab.explain import (
@@ -198,7 +199,7 @@ class Program:
     def close(self) -> None:
         """Detach from every interface it was attached to, then free it."""
         for netns, ifname, where in reversed(self.attachments):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(FileNotFoundError, ProgramError):  # its netns or interface is gone
                 if where == "xdp":
                     detach_xdp(netns, ifname)
                 else:
@@ -354,6 +355,17 @@ def outside_event_loop(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+@contextlib.contextmanager
+def netlink_refusal(*codes: int) -> Iterator[None]:
+    """Let the kernel refuse with these errnos, which mean the state is already the one wanted;
+    any other refusal is raised."""
+    try:
+        yield
+    except NetlinkError as err:
+        if err.code not in codes:
+            raise
+
+
 def existing_netns(name: str) -> NetNS:
     """A netlink socket in netns `name`. Unlike pyroute2's default, never creates the netns."""
     return NetNS(name, flags=0)
@@ -408,7 +420,7 @@ def detach_xdp(netns: str, ifname: str) -> None:
     with existing_netns(netns) as ns:
         index = _index(ns, ifname)
         for flags in XDP_MODES.values():
-            with contextlib.suppress(Exception):
+            with netlink_refusal(errno.EINVAL, errno.EOPNOTSUPP):  # a mode the driver lacks
                 ns.link("set", index=index, xdp_fd=-1, xdp_flags=flags)
 
 
@@ -417,7 +429,7 @@ def attach_tc(netns: str, ifname: str, fd: int, name: str, direction: str = "ing
     """Attach the SCHED_CLS program `fd` at clsact ingress or egress, in direct-action mode."""
     with existing_netns(netns) as ns:
         index = _index(ns, ifname)
-        with contextlib.suppress(Exception):  # the qdisc may be there already
+        with netlink_refusal(errno.EEXIST):  # the qdisc may be there already
             ns.tc("add", "clsact", index)
         ns.tc(
             "add-filter", "bpf", index, ":1", fd=fd, name=name,
@@ -428,7 +440,7 @@ def attach_tc(netns: str, ifname: str, fd: int, name: str, direction: str = "ing
 @outside_event_loop
 def detach_tc(netns: str, ifname: str) -> None:
     """Remove the clsact qdisc, and with it every TC program on `ifname`."""
-    with existing_netns(netns) as ns, contextlib.suppress(Exception):
+    with existing_netns(netns) as ns, netlink_refusal(errno.ENOENT, errno.EINVAL):  # no qdisc: nothing to do
         ns.tc("del", "clsact", _index(ns, ifname))
 
 
