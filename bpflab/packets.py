@@ -110,12 +110,34 @@ def fix_checksums(frame: bytearray) -> None:
             frame[56:58] = internet_checksum(pseudo + bytes(frame[54:end])).to_bytes(2, "big")
 
 
-def length_changed(frame: Packet | bytes, offset: int, by: int) -> bytes:
-    """`frame` with the 16-bit length field at `offset` (IPv4 total length 16, IPv6 payload
-    length 18, UDP length 38 or 58) off by `by`, and its checksums made right again: a header
-    that lies about a length, for tests that a program does not believe it."""
-    data = bytearray(raw(frame))
-    data[offset:offset + 2] = (int.from_bytes(data[offset:offset + 2], "big") + by).to_bytes(2, "big")
+def with_field(frame: Packet | bytes, layer: type[Packet], field: str, value: object) -> bytes:
+    """`frame`'s bytes with one header field of `layer` (scapy's name: `IP`, "chksum") set to
+    `value`, and nothing else recomputed: a checksum or a length the kernel would find wrong."""
+    data = raw(frame)
+    target = Ether(data)[layer]
+    start = len(data) - len(target.original)  # dissected, each layer keeps its bytes from here on
+    header = target.copy()
+    header.remove_payload()
+    shipped = raw(header)  # every field of the dissected header is explicit: it builds as it came
+    assert data[start:start + len(shipped)] == shipped, f"{layer.__name__} does not rebuild as it came"
+    header.setfieldval(field, value)
+    return data[:start] + raw(header) + data[start + len(shipped):]
+
+
+def damaged(frame: Packet | bytes, layer: type[Packet], field: str) -> bytes:
+    """`frame` with one field's low bits flipped (for a payload, its first byte): a wrong checksum,
+    a damaged payload."""
+    old = Ether(raw(frame))[layer].getfieldval(field)
+    flipped = bytes([old[0] ^ 0xFF]) + old[1:] if isinstance(old, bytes) else old ^ 0xFF
+    return with_field(frame, layer, field, flipped)
+
+
+def length_changed(frame: Packet | bytes, layer: type[Packet], field: str, by: int) -> bytes:
+    """`frame` with the length `field` of `layer` (IP "len", IPv6 "plen", UDP "len") off by `by`,
+    and its checksums made right again: a header that lies about a length, for tests that a
+    program does not believe it."""
+    told = Ether(raw(frame))[layer].getfieldval(field) + by
+    data = bytearray(with_field(frame, layer, field, told))
     fix_checksums(data)
     return bytes(data)
 

@@ -21,12 +21,23 @@ import dns.opcode
 import dns.query
 import dns.rcode
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
 from bpflab.dns_records import Records
 from bpflab.explain import verdict
-from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe, fix_checksums, length_changed, truncations
+from bpflab.packets import (
+    SERVER_IPV4,
+    SERVER_IPV6,
+    damaged,
+    describe,
+    fix_checksums,
+    length_changed,
+    truncations,
+    with_field,
+)
 from bpflab.programs import Program
 from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
@@ -203,25 +214,20 @@ def test_damaged_queries_pass(server: Program, records: Records) -> None:
     """Damaged queries are passed: bad or missing checksums, lying lengths, trailing bytes, truncations."""
     expect_serves(server, records)
     good = query_frame("www.lab.example", "A")
-    bad_udp = bytearray(good)
-    bad_udp[40] ^= 0xFF
-    expect_pass(server, bytes(bad_udp), "a query with a wrong UDP checksum")
-    bad_ip = bytearray(good)
-    bad_ip[24] ^= 0xFF
-    expect_pass(server, bytes(bad_ip), "a query with a wrong IP header checksum")
-    no_csum_v6 = bytearray(query_frame("www.lab.example", "A", ipv6=True))
-    no_csum_v6[60:62] = b"\0\0"
-    expect_pass(server, bytes(no_csum_v6), "a UDP query over IPv6 without a checksum (not allowed)")
+    expect_pass(server, damaged(good, UDP, "chksum"), "a query with a wrong UDP checksum")
+    expect_pass(server, damaged(good, IP, "chksum"), "a query with a wrong IP header checksum")
+    no_csum_v6 = with_field(query_frame("www.lab.example", "A", ipv6=True), UDP, "chksum", 0)
+    expect_pass(server, no_csum_v6, "a UDP query over IPv6 without a checksum (not allowed)")
     plain = dns.message.make_query("www.lab.example", "A", use_edns=False).to_wire()
     expect_pass(server, dns_answers.wrap(plain + b"junk"), "a query with bytes after its question")
     with_edns = bytearray(dns.message.make_query("www.lab.example", "A", use_edns=0).to_wire())
     with_edns[-2:] = b"\0\x08"  # the OPT record's RDLENGTH: 8 bytes that are not there
     expect_pass(server, dns_answers.wrap(bytes(with_edns)), "an OPT record whose data runs past the end")
-    for ipv6, udp_length_at in ((False, 38), (True, 58)):
+    for ipv6 in (False, True):
         frame = query_frame("www.lab.example", "A", ipv6=ipv6)
         for change in (-4, 4):  # the UDP length says less, or more, than the IP payload holds
-            lying = length_changed(frame, udp_length_at, change)
-            told = int.from_bytes(lying[udp_length_at:udp_length_at + 2], "big")
+            lying = length_changed(frame, UDP, "len", change)
+            told = Ether(lying)[UDP].len
             expect_pass(server, lying, f"a query over IPv{6 if ipv6 else 4} whose UDP length is "
                         f"{told}, not the IP payload's {told - change}")
         for cut in truncations(frame, shortest=14):
@@ -234,8 +240,7 @@ def test_other_ports_and_tcp_pass(server: Program, records: Records) -> None:
     expect_serves(server, records)
     message = dns.message.make_query("www.lab.example", "A").to_wire()
     expect_pass(server, dns_answers.wrap(message, dport=5353), "an A query to UDP port 5353")
-    tcp = bytearray(dns_answers.wrap(message))
-    tcp[23] = 6  # protocol TCP: not a UDP datagram any more
+    tcp = bytearray(with_field(dns_answers.wrap(message), IP, "proto", 6))  # TCP: not a UDP datagram any more
     fix_checksums(tcp)
     expect_pass(server, bytes(tcp), "an IPv4 packet with protocol TCP carrying a query")
 
