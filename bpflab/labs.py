@@ -14,6 +14,7 @@ LABS_DIR = ROOT / "labs"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"
 HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
+ANSWER_KEYS = ROOT / "answer_keys"  # question sets' references: never in the release either
 HOOKS = ("xdp", "tc")
 KINDS = ("program", "gym", "questions")  # a BPF program to write, a file of exercises, or questions
 
@@ -54,10 +55,10 @@ class Lab:
     def reference(self) -> Path:
         """The reference solution, with its solution regions marked.
 
-        A program's is in bpf/. A question set's reference is its answer key, so it lives with
-        the instructor-only tests, which the student release leaves out.
+        A program's is in bpf/; a question set's is its answer key, in answer_keys/. The student
+        release copies neither folder: its starters are made from them.
         """
-        return (BPF_DIR if self.is_program else HIDDEN_TESTS) / self.program
+        return (BPF_DIR if self.is_program else ANSWER_KEYS) / self.program
 
     @property
     def suite(self) -> Path:

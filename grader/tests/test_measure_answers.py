@@ -2,7 +2,7 @@
 
 The truth of each question is computed here from the same recorded run the student reads
 (labs/measure/bench.json), so re-recording the run moves the checks with it; the answer key's
-own numbers (grader/tests/hidden/measure_answers.toml) must then be updated, and the reference
+own numbers (answer_keys/measure_answers.toml) must then be updated, and the reference
 test in tests/test_grader.py says so. The "why" questions are graded by the hidden suite.
 """
 

@@ -1,7 +1,7 @@
 """Instructor-only part of lab measure: the "why" questions, against the answer key.
 
-The key is the lab's reference (grader/tests/hidden/measure_answers.toml), which the student
-release leaves out with this folder. A wrong choice is explained once grades are published.
+The key is the lab's reference (answer_keys/measure_answers.toml), which the student release
+leaves out, as it does this folder. A wrong choice is explained once grades are published.
 """
 
 from __future__ import annotations
