@@ -208,7 +208,8 @@ for proto, count in sorted(counts.items()):
 # land under protocol 0: the program counts the first `nexthdr` and does not follow extension
 # headers.
 #
-# The same numbers as a chart:
+# The same numbers as a chart: one bar per protocol, its height the packets your program
+# counted for it (protocols it has no name for, 0 among them, under "other"):
 
 # %%
 by_name = dict.fromkeys([*PROTOCOLS.values(), "other"], 0)

@@ -25,9 +25,9 @@
 # 2. the verifier's new rule at TC: a helper that changes the packet forgets every packet pointer;
 # 3. your program on a single frame, with **BPF_PROG_TEST_RUN**;
 # 4. your program on a real veth, answering real `ping`s;
-# 5. **which hook answers faster?** The measurement the seed project's report got wrong, done
-#    right: the kernel's own echo, lab 1's XDP server and your TC server, interleaved, as
-#    distributions, next to what each program costs by itself;
+# 5. **which hook answers faster?** A measurement that is easy to get wrong, done right: the
+#    kernel's own echo, lab 1's XDP server and your TC server, interleaved, as distributions,
+#    next to what each program costs by itself;
 # 6. clean up.
 #
 # The notebook works on your `labs/tc-icmp/tc_icmp_echo.c`. With the starter as it is, every
@@ -116,9 +116,10 @@ SERVER_IPV4, SERVER_IPV6 = packets.SERVER_IPV4, packets.SERVER_IPV6
 #   the program returns, and returns `TC_ACT_REDIRECT`. With `skb->ifindex`, the interface the
 #   request came in on, that is TC's `XDP_TX`.
 #
-# The seed project's report put it this way (section 4.2): XDP lacks helpers such as
-# `bpf_l4_csum_replace`, so everything is done by hand there, while TC "is rich with varieties
-# of helper functions". Here is the program:
+# That is the practical difference between the two hooks for a server like this one: XDP has
+# no helper such as `bpf_l4_csum_replace`, so lab 1 did every checksum update by hand, while TC
+# offers a whole family of helpers that read, write and fix up the `sk_buff` for you. Here is
+# the program:
 
 # %%
 lab = load_lab("tc-icmp")
@@ -292,9 +293,9 @@ print(f"without peer_pass on the client's veth: {without_peer.received} of {with
 # %% [markdown]
 # ## 5 · Which hook answers faster?
 #
-# The seed project's report compared its XDP server, its TC server and the kernel's own echo
-# (section 3.1) by running `ping` once against each, one after the other, and comparing the
-# min/avg/max line `ping` prints:
+# A common way to compare an XDP server, a TC server and the kernel's own echo is to run
+# `ping` once against each, one after the other, and to compare the min/avg/max line `ping`
+# prints at the end. Done that way, on a virtual machine, it can give something like this:
 #
 # | RTT (ms) | XDP | TC | kernel |
 # |---|---:|---:|---:|
@@ -302,8 +303,9 @@ print(f"without peer_pass on the client's veth: {without_peer.received} of {with
 # | avg | 0.378 | 0.410 | 0.425 |
 # | max | 0.552 | 0.871 | 0.750 |
 #
-# and found the results "not ideal": XDP had the worst minimum, TC the worst maximum. That
-# measurement cannot rank the hooks, for three reasons:
+# which looks puzzling: XDP has the worst minimum, TC the worst maximum, and the kernel, which
+# does the most work, ties for the best minimum. That measurement cannot rank the hooks, for
+# three reasons:
 #
 # - **One run each, one after the other.** Whatever else the machine did during one run (another
 #   process, a timer, a CPU changing its clock speed) counts against that responder alone.
@@ -445,9 +447,9 @@ for r in measured:
     print(f"{r:10} {len(all_rtts[r]):6} {p50:8.0f} {p90:8.0f} {p99:8.0f}")
 
 # %% [markdown]
-# And the report's method, applied to each of our rounds: one run of 100 pings per responder,
-# ranked by `ping`'s min, avg and max. If that method could rank the hooks, every round would
-# name the same winner.
+# And the one-run method from the start of this step, applied to each of our rounds: one run of
+# 100 pings per responder, ranked by `ping`'s min, avg and max. If that method could rank the
+# hooks, every round would name the same winner.
 
 # %%
 def stats_line(rtts: list[float]) -> str:
@@ -645,9 +647,9 @@ else:
 #   how much the path weighs: `peer_pass`, there for XDP's sake, costs TC's replies as much as
 #   the whole gap between the hooks, or more. (The server's side changes too: while an XDP
 #   program is attached, its veth receives through that queue of its own.)
-# - **The report's min/avg/max**: applied to our own rounds, that method names different winners
-#   from round to round (now and then even the kernel), and its maxima are single outliers. One
-#   run per responder, as in the report, ranks noise.
+# - **One run each, ranked by min/avg/max**: applied to our own rounds, that method names
+#   different winners from round to round (now and then even the kernel), and its maxima are
+#   single outliers. One run per responder ranks noise.
 #
 # To compare the hooks themselves, time the programs (test-run above a floor, `bpf_stats` under
 # real traffic), or drive them at full rate with a load that does not go through a sender's

@@ -19,7 +19,7 @@
 # Every BPF program goes through the kernel's **verifier** before it runs. The verifier walks
 # every path through the program and refuses it if one of them could read outside the packet,
 # dereference NULL, loop for ever, overflow the 512-byte stack or call a helper the hook does not
-# offer. The seed project's report found this the hardest part of writing eBPF servers: the
+# offer. For most people who write eBPF servers, this is the hardest part of the work: the
 # messages are precise, and hard to read the first time.
 #
 # This notebook has three parts:
@@ -154,8 +154,12 @@ gym.close()
 # %% [markdown]
 # ## 2 · The maps tour: what a lookup costs
 #
-# The seed report lists the map types BPF offers and the jobs they suit. `bpf/maps_tour.c` uses
-# each once for its job, counting frames, plus a tail call and a ring buffer event:
+# BPF offers several kinds of map, each suited to a job: an array for a fixed set of counters
+# or settings by index, a hash for keys you do not know in advance (an address, a name), their
+# per-CPU variants for counters every CPU updates, an LRU hash for a cache that forgets its
+# least recently used keys when full, a program array for tail calls, a ring buffer for events
+# sent to user space. `bpf/maps_tour.c` uses each once for its job, counting
+# frames, plus a tail call and a ring buffer event:
 
 # %%
 display(Code(TOUR.read_text(), language="c"))
@@ -164,6 +168,11 @@ display(Code(TOUR.read_text(), language="c"))
 # Each stop runs 50,000 times on one UDP frame with `BPF_PROG_TEST_RUN`, first on one CPU, then
 # on every CPU at once. The figure is ns per frame above `tour_parse_only`, the same parsing
 # with no map, measured in the same run: the map's own price.
+#
+# The table gives both columns; the chart below it draws the first, one bar per stop, its
+# length the ns per frame the stop adds to the parsing on one CPU. A bar left of zero is a
+# stop too cheap to tell from the parsing, measured a little below it; the longest bar by far,
+# `trace_printk`, is part 3's subject.
 
 # %%
 with Tour() as tour:
