@@ -24,6 +24,7 @@ import itertools
 import os
 import re
 import subprocess
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from bpflab.verdicts import XDP_PASS
 NAME_PREFIX = "bpflab"
 NETNS_NAME = re.compile(rf"^{NAME_PREFIX}-(\d+)-\d+-(client|server)$")
 NUD_PERMANENT = 0x80
+COMMAND_SHOWN = 100  # characters of a live run's command line that cleanup --all shows
 REPLY_WAIT = 3  # seconds ping waits for a late reply: a loaded grading host can hold one back 1 s
 _counter = itertools.count()
 
@@ -70,7 +72,8 @@ def live_runs() -> dict[str, int]:
 def command_of(pid: int) -> str:
     """The command line of a live process, for telling a person whose namespace this is."""
     with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return textwrap.shorten(line, COMMAND_SHOWN)  # also joins the lines of a `python -c` program
     return "?"
 
 
