@@ -33,3 +33,16 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = XdpVerdict
  TC_ACT_REPEAT, TC_ACT_REDIRECT, TC_ACT_TRAP) = TcVerdict
 XDP_VERDICTS = {int(v): v.name for v in XdpVerdict}  # number -> name, for messages
 TC_VERDICTS = {int(v): v.name for v in TcVerdict}
+
+
+def verdict(hook: str, value: int) -> str:
+    """`XDP_PASS`, or the number with why it is no verdict: the kernel drops such frames."""
+    names = XDP_VERDICTS if hook == "xdp" else TC_VERDICTS
+    if value in names:
+        return names[value]
+    if hook == "xdp":
+        return (f"{value}, which is not an XDP action (XDP_ABORTED 0, XDP_DROP 1, XDP_PASS 2, XDP_TX 3, "
+                "XDP_REDIRECT 4): the kernel treats it as XDP_ABORTED and drops the frame")
+    return (f"{value}, which is not a TC action (TC_ACT_OK 0, TC_ACT_SHOT 2, TC_ACT_REDIRECT 7, ...): "
+            "the kernel treats an unknown action as TC_ACT_UNSPEC")
+

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from bpflab.explain import verdict
+from bpflab.verdicts import verdict
 from bpflab.programs import CompilerWarning, ProgramError, compile_source, load_text
 from tests.mistakes import LAB, MISTAKES, Mistake
 

@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from bpflab import vmsmoke
 from bpflab.labs import ROOT, program_labs
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS
+from bpflab.tools.vm.bytecode import PROG_TYPES, targets
+from bpflab.tools.vm.image import SUITES
+from bpflab.tools.vm.qemu import cleanup_stale
+from bpflab.tools.vm.smoke import LOCKED_TX, check
+from bpflab.topology import PingResult
 
 GUEST_KERNELS = {"bookworm": "6.1.", "trixie": "6.12."}
 RUN_SECONDS = 900  # a cold run took 7 minutes on this 2-core machine while other suites ran
@@ -59,19 +64,19 @@ def wait_for_qemu(run: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", sorted(vmsmoke.SUITES))  # Linux 6.1 and 6.12: the kernels students run
+@pytest.mark.parametrize("suite", sorted(SUITES))  # Linux 6.1 and 6.12: the kernels students run
 def test_guest_answers_pings_with_native_xdp(suite: str):
     run = start(suite)
     output, _ = run.communicate(timeout=RUN_SECONDS)
     assert run.returncode == 0, output[-4000:]
-    assert output.rstrip().splitlines()[-1].startswith(f"PASS ({vmsmoke.SUITES[suite]})"), output[-4000:]
+    assert output.rstrip().splitlines()[-1].startswith(f"PASS ({SUITES[suite]})"), output[-4000:]
     assert f"kernel vmlinuz-{GUEST_KERNELS[suite]}" in output, output[-4000:]
     assert re.search(r"guest: link: .* mtu 1500 xdp qdisc", output), output
     assert re.search(r"guest: link: prog/xdp id \d+ name xdp_icmp_echo", output), output
     assert "ping IPv4: 10/10 answered" in output and "ping IPv6: 10/10 answered" in output
-    for target in vmsmoke.targets():
+    for target in targets():
         assert re.search(rf"guest: verifier {target.entry}: accepted", output), output
-    assert not re.search(rf"guest: kmsg: .*{vmsmoke.LOCKED_TX}", output), output
+    assert not re.search(rf"guest: kmsg: .*{LOCKED_TX}", output), output
     assert not leftovers(run.pid)
 
 
@@ -96,7 +101,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next():
         time.sleep(0.2)
     assert not qemu_pids(run.pid)
     assert f"vmsmoke-{run.pid}" in netns.listnetns()  # ...but the netns stays until the next run
-    assert f"vmsmoke-{run.pid}" in vmsmoke.cleanup_stale()  # what a run does first
+    assert f"vmsmoke-{run.pid}" in cleanup_stale()  # what a run does first
     assert not leftovers(run.pid)
 
 
@@ -111,21 +116,21 @@ VMSMOKE replies ipv4 10 ipv6 10
 """
 
 
-def pings(received: int = 10) -> dict[str, vmsmoke.PingResult]:
-    return {family: vmsmoke.PingResult(10, received, "") for family in ("IPv4", "IPv6")}
+def pings(received: int = 10) -> dict[str, PingResult]:
+    return {family: PingResult(10, received, "") for family in ("IPv4", "IPv6")}
 
 
 def test_every_lab_reference_and_tool_is_checked_and_only_the_echo_attached():
-    found = {target.entry: target for target in vmsmoke.targets()}
+    found = {target.entry: target for target in targets()}
     entries = {entry for lab in program_labs() for entry in lab.entries}
     assert entries | {"dns_query_generator", "dns_reply_counter"} == set(found)
     assert {"gym_bounds", "gym_signature"} <= entries  # the verifier gym: every exercise
     assert [entry for entry, target in found.items() if target.attach] == ["xdp_icmp_echo"]
-    assert vmsmoke.PROG_TYPES[found["tc_icmp_echo"].hook] == vmsmoke.BPF_PROG_TYPE_SCHED_CLS
+    assert PROG_TYPES[found["tc_icmp_echo"].hook] == BPF_PROG_TYPE_SCHED_CLS
 
 
 def test_checks_pass_a_good_run():
-    assert vmsmoke.check(GOOD_CONSOLE, pings(), PROGRAMS) == []
+    assert check(GOOD_CONSOLE, pings(), PROGRAMS) == []
 
 
 @pytest.mark.parametrize(("console", "received", "expected"), [
@@ -144,5 +149,5 @@ def test_checks_pass_a_good_run():
      "did not accept xdp_dns"),
 ])
 def test_checks_name_what_went_wrong(console, received, expected):
-    problems = vmsmoke.check(console, pings(received), PROGRAMS)
+    problems = check(console, pings(received), PROGRAMS)
     assert any(expected in problem for problem in problems), problems

@@ -15,7 +15,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
 from bpflab import echo, fuzz, packets, testrun
-from bpflab.explain import verdict
+from bpflab.verdicts import verdict
 from bpflab.labs import Lab
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import Program

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scapy.packet import Packet, raw
 
 from bpflab import packets, testrun
-from bpflab.explain import verdict
+from bpflab.verdicts import verdict
 from bpflab.programs import Program
 from bpflab.topology import Topology
 from bpflab.verdicts import XDP_PASS

@@ -16,7 +16,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, raw
 
 from bpflab import packets, testrun
-from bpflab.explain import verdict
+from bpflab.verdicts import verdict
 from bpflab.gym import Gym
 from bpflab.programs import Program
 from bpflab.verdicts import XDP_DROP, XDP_PASS

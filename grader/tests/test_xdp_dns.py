@@ -27,7 +27,7 @@ from scapy.layers.l2 import Ether
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
 from bpflab.dns_records import Records
-from bpflab.explain import verdict
+from bpflab.verdicts import verdict
 from bpflab.packets import (
     SERVER_IPV4,
     SERVER_IPV6,
