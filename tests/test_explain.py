@@ -13,8 +13,8 @@ import warnings
 
 import pytest
 
-from bpflab.verdicts import verdict
 from bpflab.programs import CompilerWarning, ProgramError, compile_source, load_text
+from bpflab.verdicts import verdict
 from tests.mistakes import LAB, MISTAKES, Mistake
 
 HEAD = '#include "parsing.h"\n'

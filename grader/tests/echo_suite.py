@@ -15,12 +15,11 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
 from bpflab import echo, fuzz, packets, testrun
-from bpflab.verdicts import verdict
 from bpflab.labs import Lab
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import Program
 from bpflab.topology import Topology
-from bpflab.verdicts import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_UNSPEC, XDP_PASS, XDP_TX
+from bpflab.verdicts import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_UNSPEC, XDP_PASS, XDP_TX, verdict
 from bpflab.wire import Wire
 from grader.checks import expect, fail, points
 

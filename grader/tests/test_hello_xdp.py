@@ -5,10 +5,9 @@ from __future__ import annotations
 from scapy.packet import Packet, raw
 
 from bpflab import packets, testrun
-from bpflab.verdicts import verdict
 from bpflab.programs import Program
 from bpflab.topology import Topology
-from bpflab.verdicts import XDP_PASS
+from bpflab.verdicts import XDP_PASS, verdict
 from grader.checks import delta, expect, points
 
 LAB = "hello-xdp"

@@ -16,10 +16,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, raw
 
 from bpflab import packets, testrun
-from bpflab.verdicts import verdict
 from bpflab.gym import Gym
 from bpflab.programs import Program
-from bpflab.verdicts import XDP_DROP, XDP_PASS
+from bpflab.verdicts import XDP_DROP, XDP_PASS, verdict
 from grader.checks import delta, expect, fail, points
 
 LAB = "verifier"

@@ -27,7 +27,6 @@ from scapy.layers.l2 import Ether
 from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
 from bpflab.dns_answers import expected_answer, query_frame, same_answer
 from bpflab.dns_records import Records
-from bpflab.verdicts import verdict
 from bpflab.packets import (
     SERVER_IPV4,
     SERVER_IPV6,
@@ -41,7 +40,7 @@ from bpflab.packets import (
 from bpflab.programs import Program
 from bpflab.servers import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
-from bpflab.verdicts import XDP_PASS, XDP_TX
+from bpflab.verdicts import XDP_PASS, XDP_TX, verdict
 from grader.checks import expect, fail, points
 from grader.runner import LEADERBOARD
 
