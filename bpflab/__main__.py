@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join([*kept, f"student release built in {dest}"]))
         return 0
     if args.command == "vm-smoke":
-        from bpflab.vmsmoke import main as vm_smoke
+        from bpflab.tools.vm.smoke import main as vm_smoke
 
         return vm_smoke(args.accel, args.suite)
     if args.command == "dns-records":

@@ -2,7 +2,7 @@
 
 The guest has neither BCC nor the course's runtime, so the host compiled the programs with BCC
 and sends their instructions and a description of their maps, as one line of JSON, through the
-virtio-serial port PORT (see bpflab/vmsmoke.py). For each program this loader creates the maps,
+virtio-serial port PORT (see bpflab/tools/vm/qemu.py). For each program this loader creates the maps,
 writes their fds into the instructions that refer to them and lets this guest kernel's verifier
 check it, printing accepted or rejected with the end of the verifier's log. The echo (`attach`)
 is then attached in driver mode with its `server` map filled. It reports the link and the kernel

@@ -1,0 +1,1 @@
+"""Instructor tools: the benchmark, the VM smoke test, the toolchain roots, the doctor, JupyterLab."""
