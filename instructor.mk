@@ -16,7 +16,7 @@ release: provisioned ## Build the student release (starters, handouts, public te
 	$(PY) -m bpflab release dist/student
 
 bench: provisioned ## Measure the references (costs, RTTs, DNS throughput): table, bench/results/*.json and *.png
-	$(PY) -m bpflab.bench
+	$(PY) -m bpflab.tools.bench
 
 vm-smoke: provisioned ## Boot a Debian guest (QEMU; SUITE=trixie for Linux 6.12) and ping the XDP echo on its virtio NIC
 	$(PY) -m bpflab vm-smoke --suite $(SUITE)

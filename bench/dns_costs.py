@@ -19,8 +19,9 @@ import statistics
 import sys
 import time
 
-from bpflab import dns_answers, dns_records, echo, fuzz, measure, testrun
-from bpflab.labs import GRADER_TESTS, load_lab
+from bpflab import fuzz, measure, testrun
+from bpflab.course.labs import GRADER_TESTS, load_lab
+from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6
 from bpflab.programs import BPF_PROG_TYPE_XDP, load, load_raw
 from bpflab.verdicts import XDP_PASS

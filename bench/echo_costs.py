@@ -15,8 +15,9 @@ import time
 
 from scapy.packet import raw
 
-from bpflab import echo, fuzz, measure, packets, testrun
-from bpflab.labs import GRADER_TESTS, load_lab
+from bpflab import fuzz, measure, packets, testrun
+from bpflab.course.labs import GRADER_TESTS, load_lab
+from bpflab.oracles import echo
 from bpflab.programs import attach, load
 from bpflab.topology import Topology
 from bpflab.wire import Wire

@@ -3,7 +3,7 @@
     .venv/bin/python bench/grade_class.py [--students-per-kind N] [--jobs J]
 
 The class (at least 30 students) is made in a temporary folder: references of every lab,
-starters (`bpflab.starters`), broken echo servers (the variants tests/test_grader.py grades)
+starters (`bpflab.course.starters`), broken echo servers (the variants tests/test_grader.py grades)
 and the hostile set (tests/hostile.py). It is graded by `python -m grader batch`, progress bar
 and all; then the wall time, the median time of one student's whole submission and the median
 per lab are printed. Figures, not assertions: targets are a student's every lab in 60 s or
@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bpflab.labs import ROOT, all_labs, load_lab
-from bpflab.starters import starter_source
+from bpflab.course.labs import ROOT, all_labs, load_lab
+from bpflab.course.starters import starter_source
 from tests.hostile import COMPILE_LIMIT, make_hostile_class
 from tests.test_grader import ECHO_VARIANTS
 

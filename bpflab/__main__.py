@@ -7,13 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from bpflab.toolchain import SUITES
+from bpflab.tools.toolchain import SUITES
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["toolchain"]:  # its own options: bpflab/toolchain.py
-        from bpflab.toolchain import main as toolchain
+    if argv[:1] == ["toolchain"]:  # its own options: bpflab/tools/toolchain.py
+        from bpflab.tools.toolchain import main as toolchain
 
         return toolchain(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bpflab", description=__doc__.splitlines()[0])
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
-        from bpflab.doctor import main as doctor
+        from bpflab.tools.doctor import main as doctor
 
         return doctor()
     if args.command == "lab":
-        from bpflab.jupyter import serve
+        from bpflab.tools.jupyter import serve
 
         return serve(args.port, args.root)
     if args.command == "cleanup":
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {len(live)} of runs still alive (pids {pids}); `cleanup --all` removes those too")
         return 0
     if args.command == "release":
-        from bpflab.release import build
+        from bpflab.course.release import build
 
         dest, kept = build(args.dest)
         print("\n".join([*kept, f"student release built in {dest}"]))
@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return vm_smoke(args.accel, args.suite)
     if args.command == "dns-records":
-        from bpflab.dns_records import DEFAULT_RECORDS
-        from bpflab.dns_service import records_command
+        from bpflab.oracles.dns_records import DEFAULT_RECORDS
+        from bpflab.services.dns_service import records_command
 
         return records_command(args.file or DEFAULT_RECORDS, args.action, args.name, args.type,
                                args.addresses)
-    from bpflab.labs import load_lab
-    from bpflab.starters import starter_source
+    from bpflab.course.labs import load_lab
+    from bpflab.course.starters import starter_source
 
     print(starter_source(load_lab(args.lab).reference.read_text()), end="")
     return 0

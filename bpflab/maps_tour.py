@@ -18,7 +18,7 @@ from pathlib import Path
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
-from bpflab.labs import BPF_DIR
+from bpflab.course.labs import BPF_DIR
 from bpflab.programs import Compiled, Program, compile_source
 
 TOUR = BPF_DIR / "maps_tour.c"

@@ -26,6 +26,7 @@ from typing import ParamSpec, TypeVar
 from pyroute2 import NetlinkError, NetNS
 
 from bpflab import libbpf
+from bpflab.course.labs import BPF_INCLUDE
 from bpflab.explain import (
     WARNINGS_SHOWN,
     SourceMap,
@@ -35,7 +36,6 @@ from bpflab.explain import (
     uninitialised_keys,
     verifier_feedback,
 )
-from bpflab.labs import BPF_INCLUDE
 from bpflab.verdicts import TC_VERDICTS as TC_VERDICTS  # re-exported: notebooks name verdicts here
 from bpflab.verdicts import XDP_VERDICTS as XDP_VERDICTS
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bpflab.labs import all_labs, load_lab
+from bpflab.course.labs import all_labs, load_lab
 from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare
 from grader.report import summary, write_results
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bpflab.labs import Lab
+from bpflab.course.labs import Lab
 from bpflab.processes import restore_sigterm, sigterm_interrupts
 from grader.gradebook import RECORD, write_class
 from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare

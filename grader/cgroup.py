@@ -26,7 +26,7 @@ from bpflab.processes import pid_alive
 MEMORY_LIMIT = 1 << 30  # a graded run (pytest, scapy, BCC) peaks near 300 MB
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # bpflab-grade-<PID namespace>-<pid>-<n>: a pid means something only in its own PID namespace. A
-# grader in another one (the toolchain root's, bpflab/toolchain.py, sees this machine's cgroups)
+# grader in another one (the toolchain root's, bpflab/tools/toolchain.py, sees this machine's cgroups)
 # would take our live graders for dead ones and remove their cgroups between mkdir and join.
 NAME = re.compile(r"^bpflab-grade-(\d+)-(\d+)-\d+$")
 REMOVE_SECONDS = 30  # killed processes leave the cgroup once reaped: a moment, more on a loaded machine

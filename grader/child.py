@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bpflab.labs import load_lab
+from bpflab.course.labs import load_lab
 from bpflab.processes import die_with_parent
 from grader.runner import run_suites
 

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from bpflab.labs import all_labs
+from bpflab.course.labs import all_labs
 from grader.report import from_record
 from grader.runner import LabResult
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab import topology
-from bpflab.labs import ROOT, Lab
+from bpflab.course.labs import ROOT, Lab
 from grader import cgroup
 from grader.cgroup import MEMORY_LIMIT, MemoryCgroup
 from grader.runner import LabResult, TestResult

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bpflab.labs import load_lab
+from bpflab.course.labs import load_lab
 from grader.runner import LabResult, TestResult
 
 

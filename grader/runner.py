@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bpflab.labs import GRADER_TESTS, HIDDEN_TESTS, Lab
+from bpflab.course.labs import GRADER_TESTS, HIDDEN_TESTS, Lab
 from bpflab.programs import Program, ProgramError
 from grader.checks import Mismatch
 

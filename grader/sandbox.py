@@ -24,7 +24,7 @@ import stat
 import tomllib
 from pathlib import Path
 
-from bpflab.labs import Lab
+from bpflab.course.labs import Lab
 
 MAX_BYTES = 64 * 1024
 ALLOWED_PRAGMAS = re.compile(r"^(unroll|nounroll|once|clang loop\b|GCC unroll\b)")

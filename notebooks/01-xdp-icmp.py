@@ -56,8 +56,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import raw
 from scapy.utils import hexdump
 
-from bpflab import echo, measure, packets, testrun
-from bpflab.labs import load_lab
+from bpflab import measure, packets, testrun
+from bpflab.course.labs import load_lab
+from bpflab.oracles import echo
 from bpflab.programs import XDP_VERDICTS, attach, load, verifier_says
 from bpflab.topology import Topology, run_in
 

@@ -47,8 +47,9 @@ import matplotlib.pyplot as plt
 from IPython.display import Code, display
 from scapy.packet import raw
 
-from bpflab import echo, measure, packets, testrun
-from bpflab.labs import load_lab
+from bpflab import measure, packets, testrun
+from bpflab.course.labs import load_lab
+from bpflab.oracles import echo
 from bpflab.programs import (
     TC_VERDICTS,
     XDP_VERDICTS,

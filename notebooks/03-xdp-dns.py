@@ -41,10 +41,12 @@ import dns.message
 import dns.query
 from IPython.display import Code, display
 
-from bpflab import dns_answers, dns_records, dns_server, echo, measure, testrun
-from bpflab.labs import load_lab
+from bpflab import measure, testrun
+from bpflab.course.labs import load_lab
+from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import XDP_VERDICTS, attach, load
+from bpflab.services import dns_server
 from bpflab.topology import Topology, in_netns, run_in
 
 lab = load_lab("xdp-dns")

@@ -19,7 +19,7 @@
 # Two common ways to measure a server say little: the min/avg/max of a few pings shows the
 # scheduler, not the server, and a print in the path to time a function costs more than the
 # lookup it times. This notebook measures the course's servers properly, with the runtime's
-# `bpflab.bench` (the course's full benchmark, `python -m bpflab.bench`, here with short runs):
+# `bpflab.tools.bench` (the course's full benchmark, `python -m bpflab.tools.bench`, here with short runs):
 #
 # 1. in-kernel cost by BPF_PROG_TEST_RUN, as ns above the harness's floor, and the trap of the
 #    buffer that is not reset between repeats;
@@ -36,9 +36,11 @@ import json
 
 import matplotlib.pyplot as plt
 
-from bpflab import bench, dns_answers, dns_records, echo, measure, testrun
-from bpflab.labs import load_lab
+from bpflab import measure, testrun
+from bpflab.course.labs import load_lab
+from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import XDP_VERDICTS
+from bpflab.tools import bench
 
 SIZES = bench.SHORT  # the full benchmark uses bench.FULL: ten times the samples
 programs = {lab: bench.load_program(lab) for lab in ("xdp-icmp", "tc-icmp", "xdp-dns")}
@@ -149,7 +151,7 @@ for program in programs.values():
 # and packet buffers at both ends, shows what the fast path can do (in part 5's plot if not in
 # yours). The Python server is limited by one interpreter. (While your xdp-dns program answers
 # nothing, its bar is the Python server too, with every query passed to it.) The full
-# benchmark, `python -m bpflab.bench`, measures the same with longer runs and prints each
+# benchmark, `python -m bpflab.tools.bench`, measures the same with longer runs and prints each
 # figure beside its baseline and target, as in part 5's table.
 
 # %% [markdown]

@@ -32,8 +32,8 @@
 # %%
 from IPython.display import Code, display
 
+from bpflab.course.labs import load_lab
 from bpflab.gym import load_gym
-from bpflab.labs import load_lab
 from bpflab.maps_tour import TOUR, Tour, plot, trace_lines
 
 # %% [markdown]

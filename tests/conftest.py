@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from bpflab.labs import ROOT
+from bpflab.course.labs import ROOT
 from bpflab.processes import pid_alive
 from bpflab.topology import NETNS_NAME
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpflab.labs import load_lab
-from bpflab.starters import starter_source
+from bpflab.course.labs import load_lab
+from bpflab.course.starters import starter_source
 from grader.sandbox import MAX_BYTES
 
 LAB = load_lab("hello-xdp")

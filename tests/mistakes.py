@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bpflab.labs import load_lab
+from bpflab.course.labs import load_lab
 
 LAB = load_lab("xdp-icmp")
 REFERENCE = LAB.reference.read_text()

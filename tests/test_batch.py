@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bpflab.labs import ROOT, load_lab
+from bpflab.course.labs import ROOT, load_lab
 from grader import cgroup
 from tests.conftest import grading_child, submission_with
 from tests.hostile import CANARY_ENV, CASES, COMPILE_LIMIT, LAB, make_hostile_class

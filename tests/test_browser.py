@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bpflab.labs import NOTEBOOKS_DIR, ROOT
+from bpflab.course.labs import NOTEBOOKS_DIR, ROOT
 from tests.test_jupyter import free_port, status
 
 NOTEBOOK = "01-xdp-icmp.ipynb"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bpflab import dns_answers, dns_records, echo
-from bpflab.labs import BPF_DIR, BPF_INCLUDE, load_lab
+from bpflab.course.labs import BPF_DIR, BPF_INCLUDE, load_lab
+from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import load
 
 DEFINE = re.compile(r"^#define\s+(\w+)\s+(0x[0-9A-Fa-f]+|\d+)\b", re.MULTILINE)

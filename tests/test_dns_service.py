@@ -16,10 +16,11 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bpflab import dns_answers, dns_records, dns_server
-from bpflab.dns_service import RUN_DIR, DnsService, registrations
-from bpflab.labs import ROOT, load_lab
+from bpflab.course.labs import ROOT, load_lab
+from bpflab.oracles import dns_answers, dns_records
 from bpflab.programs import load
+from bpflab.services import dns_server
+from bpflab.services.dns_service import RUN_DIR, DnsService, registrations
 from bpflab.topology import Topology, in_netns
 
 
@@ -95,7 +96,7 @@ def test_registrations_of_dead_processes_are_removed():
 
 def test_the_service_answers_like_nsd(tmp_path):
     """XDP plus the user-space server, seen from the client, against NSD on the same zone."""
-    from bpflab import nsd
+    from bpflab.services import nsd
 
     lab = load_lab("xdp-dns")
     program = load(lab.reference, lab.entry, lab.hook)

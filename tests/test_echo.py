@@ -6,7 +6,8 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.packet import raw
 
-from bpflab import echo, fuzz, packets
+from bpflab import fuzz, packets
+from bpflab.oracles import echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6
 
 SEEDS = [raw(packets.icmp_echo_v4(size)) for size in (0, 1, 56, 1472)] + \

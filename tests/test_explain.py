@@ -251,7 +251,7 @@ def test_loaded_mistake_is_warned_about_on_its_line(name: str) -> None:
 
 def test_the_references_load_without_warnings() -> None:
     """A warning on a correct program would teach students to ignore warnings."""
-    from bpflab.labs import program_labs
+    from bpflab.course.labs import program_labs
 
     for lab in program_labs():
         compiled = compile_source(lab.reference, lab.hook)

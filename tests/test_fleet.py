@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bpflab.labs import ROOT
-from bpflab.starters import starter_source
+from bpflab.course.labs import ROOT
+from bpflab.course.starters import starter_source
 from tests.hostile import LAB
 
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "provisioning" / "ansible.cfg")}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bpflab.labs import ROOT, all_labs, load_lab
-from bpflab.starters import starter_source
+from bpflab.course.labs import ROOT, all_labs, load_lab
+from bpflab.course.starters import starter_source
 from tests.conftest import Graded, run_grader, submission_with
 
 HELLO = load_lab("hello-xdp")
@@ -58,7 +58,7 @@ def test_a_graded_test_needs_points_and_a_docstring(tmp_path):
 
 COLLECT = """
 import sys, pytest
-from bpflab.labs import load_lab
+from bpflab.course.labs import load_lab
 from grader.runner import Collector, LabResult
 code = pytest.main([sys.argv[1], "-q", "-p", "no:cacheprovider"],
                    plugins=[Collector(LabResult(lab=load_lab("hello-xdp"), submission=None))])

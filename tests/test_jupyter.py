@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from bpflab.labs import ROOT
+from bpflab.course.labs import ROOT
 
 STARTUP_SECONDS = 90
 

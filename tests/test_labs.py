@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from bpflab.labs import GRADER_TESTS, NOTEBOOKS_DIR, all_labs, load_lab
+from bpflab.course.labs import GRADER_TESTS, NOTEBOOKS_DIR, all_labs, load_lab
 
 LABS = all_labs()
 
@@ -73,7 +73,7 @@ def test_unknown_lab_names_the_known_ones():
 
 def test_measure_handout_shows_the_recorded_run():
     """The handout's table is the recorded run's, so questions, plots and table agree."""
-    from bpflab.bench import recorded_figures, table
+    from bpflab.tools.bench import recorded_figures, table
 
     lab = load_lab("measure")
     handout = (lab.folder / "README.md").read_text()

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from bpflab.labs import NOTEBOOKS_DIR, ROOT, all_labs
+from bpflab.course.labs import NOTEBOOKS_DIR, ROOT, all_labs
 
 # Every lab's notebook, and any other one.
 NOTEBOOKS = sorted({lab.notebook for lab in all_labs()} | {path.stem for path in NOTEBOOKS_DIR.glob("*.py")})

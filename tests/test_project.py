@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bpflab.labs import ROOT
+from bpflab.course.labs import ROOT
 
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "provisioning" / "ansible.cfg")}
 

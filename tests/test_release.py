@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from bpflab.labs import HIDDEN_TESTS, LABS_DIR, all_labs
-from bpflab.release import COURSE_PROGRAMS, MANIFEST, SOLUTION_TAG, build
-from bpflab.starters import starter_source, telltale_lines
+from bpflab.course.labs import HIDDEN_TESTS, LABS_DIR, all_labs
+from bpflab.course.release import COURSE_PROGRAMS, MANIFEST, SOLUTION_TAG, build
+from bpflab.course.starters import starter_source, telltale_lines
 
 
 @pytest.fixture(scope="module")

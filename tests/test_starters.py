@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 
+from bpflab.course.labs import all_labs, program_labs
+from bpflab.course.starters import split_regions, starter_source, telltale_lines
 from bpflab.gym import load_gym
-from bpflab.labs import all_labs, program_labs
 from bpflab.programs import CompilerWarning, load
-from bpflab.starters import split_regions, starter_source, telltale_lines
 
 REFERENCE = """int f(void)
 {

@@ -2,7 +2,7 @@
 
 The host's own toolchain (Debian 12: clang 14, BCC 0.26) is graded by test_grader; this test
 fails when a reference stops verifying with the other one. The root is made by debootstrap and
-provisioned by the playbook inside it, as on a fresh machine (bpflab/toolchain.py). So that its
+provisioned by the playbook inside it, as on a fresh machine (bpflab/tools/toolchain.py). So that its
 downloads overlap the rest of the suite, conftest starts building and provisioning it as soon as
 this test is collected; the test waits for that, then grades.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bpflab import toolchain
-from bpflab.labs import ROOT, all_labs
+from bpflab.course.labs import ROOT, all_labs
+from bpflab.tools import toolchain
 from grader import cgroup
 
 SUITE = "trixie"
@@ -86,7 +86,7 @@ def test_a_killed_run_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
     assert root.is_dir(), "the root is made by the test above"
     log = tmp_path / "inside.log"
     command = "ip netns add bpflab-probe && echo ready && sleep 300"
-    script = (f"from pathlib import Path; from bpflab import toolchain; "
+    script = (f"from pathlib import Path; from bpflab.tools import toolchain; "
               f"toolchain.run_inside(toolchain.root_of({SUITE!r}), {command!r}, Path({str(log)!r}), 600)")
     run = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:

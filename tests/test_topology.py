@@ -11,7 +11,7 @@ import time
 
 from pyroute2 import netns
 
-from bpflab.labs import ROOT
+from bpflab.course.labs import ROOT
 from bpflab.processes import pid_alive
 from bpflab.topology import Topology, cleanup_stale, run_in
 from tests.conftest import grading_child

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from bpflab.labs import ROOT, program_labs
+from bpflab.course.labs import ROOT, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS
 from bpflab.tools.vm.bytecode import PROG_TYPES, targets
 from bpflab.tools.vm.image import SUITES

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpflab.course.labs import BPF_INCLUDE
 from bpflab.explain.sourcemap import SourceMap
-from bpflab.labs import BPF_INCLUDE
 
 STACK_LIMIT = 512  # bytes of BPF stack per program, subprograms included
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bpflab.course.labs import Lab, load_lab
 from bpflab.gym import Gym, load_gym
-from bpflab.labs import Lab, load_lab
 from bpflab.programs import Program, ProgramError, attach, load
 from bpflab.topology import Topology
 from grader.checks import fail

@@ -14,8 +14,9 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NS, 
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
-from bpflab import echo, fuzz, packets, testrun
-from bpflab.labs import Lab
+from bpflab import fuzz, packets, testrun
+from bpflab.course.labs import Lab
+from bpflab.oracles import echo
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import Program
 from bpflab.topology import Topology

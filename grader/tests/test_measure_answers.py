@@ -13,7 +13,7 @@ import statistics
 
 from questions import expect_choice, expect_number
 
-from bpflab.labs import LABS_DIR
+from bpflab.course.labs import LABS_DIR
 from bpflab.measure import percentile
 from grader.checks import points
 

@@ -1,7 +1,7 @@
 """Lab xdp-dns: an authoritative DNS fast path at XDP, with a user-space server behind it.
 
 Unit layer: BPF_PROG_TEST_RUN on crafted queries, answers compared byte for byte with
-dnspython's rendering (bpflab.dns_answers). Network layer: dig and dnspython from the client
+dnspython's rendering (bpflab.oracles.dns_answers). Network layer: dig and dnspython from the client
 namespace, with the user-space server running in the server namespace, so that what the
 program passes is still answered. Fuzzing: 100,000 frames, none answered wrongly. Every
 pass-through test first checks that the program answers a plain query: passing everything is
@@ -24,9 +24,10 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from bpflab import dns_answers, dns_records, dns_server, echo, fuzz, measure, testrun
-from bpflab.dns_answers import expected_answer, query_frame, same_answer
-from bpflab.dns_records import Records
+from bpflab import fuzz, measure, testrun
+from bpflab.oracles import dns_answers, dns_records, echo
+from bpflab.oracles.dns_answers import expected_answer, query_frame, same_answer
+from bpflab.oracles.dns_records import Records
 from bpflab.packets import (
     SERVER_IPV4,
     SERVER_IPV6,
@@ -38,7 +39,8 @@ from bpflab.packets import (
     with_field,
 )
 from bpflab.programs import Program
-from bpflab.servers import NetnsServer
+from bpflab.services import dns_server
+from bpflab.services.netns_server import NetnsServer
 from bpflab.topology import Topology, in_netns, run_in
 from bpflab.verdicts import XDP_PASS, XDP_TX, verdict
 from grader.checks import expect, fail, points

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpflab.labs import BPF_TOOLS, program_labs
+from bpflab.course.labs import BPF_TOOLS, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError
 
@@ -86,7 +86,7 @@ def describe(target: Target) -> dict:
 
     Runs in a worker process: what it raises must pickle, so the host's refusal is a SmokeError.
     """
-    from bpflab.echo import configure  # scapy and BCC load only when a run needs them
+    from bpflab.oracles.echo import configure  # scapy and BCC load only when a run needs them
     from bpflab.programs import load
 
     try:

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 from questions import expect_choice
 
-from bpflab.labs import Lab
+from bpflab.course.labs import Lab
 from grader.checks import points
 
 LAB = "measure"

@@ -12,7 +12,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
 from bpflab import packets
-from bpflab.labs import Lab
+from bpflab.course.labs import Lab
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, SERVER_IPV4, SERVER_IPV6
 from bpflab.programs import Program
 from grader.checks import points

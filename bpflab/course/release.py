@@ -21,8 +21,8 @@ from pathlib import Path
 
 import jupytext
 
-from bpflab.labs import BPF_INCLUDE, HIDDEN_TESTS, NOTEBOOKS_DIR, ROOT, all_labs
-from bpflab.starters import starter_source
+from bpflab.course.labs import BPF_INCLUDE, HIDDEN_TESTS, NOTEBOOKS_DIR, ROOT, all_labs
+from bpflab.course.starters import starter_source
 
 # Copied as they are: the runtime, the grader, the machine recipes and the commands.
 SHARED = (

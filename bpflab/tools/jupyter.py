@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bpflab.labs import ROOT
+from bpflab.course.labs import ROOT
 from bpflab.processes import sigterm_as_interrupt, stop
 from bpflab.topology import cleanup_stale
 

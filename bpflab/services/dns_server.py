@@ -1,13 +1,13 @@
 """The DNS lab's user-space server: answers whatever the XDP fast path passes to the kernel.
 
-It serves the same zone as the maps (bpflab.dns_records) over UDP and TCP, as an authoritative
+It serves the same zone as the maps (bpflab.oracles.dns_records) over UDP and TCP, as an authoritative
 server does: the records for names it holds, NODATA (NOERROR, no answer, the SOA) for other
 types of a name that exists, NXDOMAIN for names that do not, REFUSED outside its zone or class,
 FORMERR, NOTIMP and BADVERS for what it cannot parse, implement or speak. Every query it gets
 is logged on stdout, which shows what XDP left to it. SIGHUP re-reads the records file.
 
 Run inside the server namespace by `DnsServer` (by process id), or by hand:
-    python -m bpflab.dns_server --records labs/xdp-dns/records.yaml --address 192.0.2.2
+    python -m bpflab.services.dns_server --records labs/xdp-dns/records.yaml --address 192.0.2.2
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
-from bpflab import dns_records
-from bpflab.servers import NetnsServer
+from bpflab.oracles import dns_records
+from bpflab.services.netns_server import NetnsServer
 
 EDNS_PAYLOAD = 1232  # as the fast path advertises (dns.h)
 PLAIN_UDP_LIMIT = 512
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 def start(netns: str, log: Path, records: Path = dns_records.DEFAULT_RECORDS,
           addresses: tuple[str, ...] = (), port: int = 53) -> NetnsServer:
     """Start the server in `netns`; stop it with `.stop()` (by its process id)."""
-    argv = [sys.executable, "-m", "bpflab.dns_server", "--records", str(records), "--port", str(port)]
+    argv = [sys.executable, "-m", "bpflab.services.dns_server", "--records", str(records),
+            "--port", str(port)]
     for address in addresses:
         argv += ["--address", address]
     return NetnsServer(netns, argv, log, ready="ready:")

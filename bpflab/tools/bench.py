@@ -28,9 +28,9 @@ from pathlib import Path
 
 from scapy.packet import raw
 
-from bpflab import dns_answers, dns_records, echo, measure, nsd, packets, testrun
-from bpflab.dns_service import DnsService
-from bpflab.labs import BPF_TOOLS, ROOT, load_lab
+from bpflab import measure, packets, testrun
+from bpflab.course.labs import BPF_TOOLS, ROOT, load_lab
+from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import (
     TC_VERDICTS,
     XDP_VERDICTS,
@@ -40,6 +40,8 @@ from bpflab.programs import (
     detach_xdp,
     load,
 )
+from bpflab.services import nsd
+from bpflab.services.dns_service import DnsService
 from bpflab.topology import Topology, in_netns
 
 RESULTS = ROOT / "bench" / "results"
@@ -370,7 +372,7 @@ def run(sizes: Sizes = FULL, folder: Path = RESULTS) -> dict:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bpflab.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bpflab.tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="measure nothing: draw a recorded run's plots again and print its table")
     args = parser.parse_args()

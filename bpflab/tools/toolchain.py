@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpflab.labs import ROOT, all_labs
+from bpflab.course.labs import ROOT, all_labs
 from bpflab.processes import die_with_parent
 
 CACHE = Path("/var/cache/bpflab/toolchains")

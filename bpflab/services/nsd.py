@@ -19,8 +19,8 @@ import dns.opcode
 import dns.query
 import dns.rcode
 
-from bpflab import dns_records
-from bpflab.servers import NetnsServer
+from bpflab.oracles import dns_records
+from bpflab.services.netns_server import NetnsServer
 from bpflab.topology import Topology, in_netns
 
 NSD_PORT = 5300

@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # bpflab/course/labs.py -> the course folder
 BPF_DIR = ROOT / "bpf"
 BPF_INCLUDE = BPF_DIR / "include"
 BPF_TOOLS = BPF_DIR / "tools"  # the benchmark's programs: a DNS load generator and an answer counter

@@ -19,10 +19,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpflab import dns_records, dns_server, echo, libbpf
+from bpflab import libbpf
+from bpflab.oracles import dns_records, echo
 from bpflab.processes import pid_alive
 from bpflab.programs import Program, attach
-from bpflab.servers import NetnsServer
+from bpflab.services import dns_server
+from bpflab.services.netns_server import NetnsServer
 from bpflab.topology import Topology
 
 RUN_DIR = Path("/run/bpflab/dns")

@@ -28,7 +28,7 @@ import dns.zone
 import yaml
 
 from bpflab import libbpf
-from bpflab.labs import LABS_DIR
+from bpflab.course.labs import LABS_DIR
 
 DEFAULT_RECORDS = LABS_DIR / "xdp-dns" / "records.yaml"
 TYPES = {"A": (1, ipaddress.IPv4Address), "AAAA": (28, ipaddress.IPv6Address)}

@@ -22,7 +22,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import raw
 
-from bpflab import dns_records
+from bpflab.oracles import dns_records
 from bpflab.packets import (
     CLIENT_IPV4,
     CLIENT_IPV6,

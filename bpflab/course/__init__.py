@@ -1,0 +1,1 @@
+"""The course itself: the labs' manifests, the starters made from the references, the student release."""
