@@ -16,9 +16,10 @@ import time
 from scapy.packet import raw
 
 from bpflab import fuzz, measure, packets, testrun
+from bpflab.attach import attach
 from bpflab.course.labs import GRADER_TESTS, load_lab
 from bpflab.oracles import echo
-from bpflab.programs import attach, load
+from bpflab.programs import load
 from bpflab.topology import Topology
 from bpflab.wire import Wire
 

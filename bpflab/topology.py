@@ -32,16 +32,10 @@ from pathlib import Path
 
 from pyroute2 import netns
 
+from bpflab.attach import attach_xdp, detach_xdp, existing_netns, outside_event_loop
 from bpflab.packets import CLIENT_IPV4, CLIENT_IPV6, CLIENT_MAC, SERVER_IPV4, SERVER_IPV6, SERVER_MAC
 from bpflab.processes import pid_alive, restore_sigterm, signals_held, sigterm_interrupts
-from bpflab.programs import (
-    BPF_PROG_TYPE_XDP,
-    attach_xdp,
-    detach_xdp,
-    existing_netns,
-    load_raw,
-    outside_event_loop,
-)
+from bpflab.programs import BPF_PROG_TYPE_XDP, load_raw
 from bpflab.verdicts import XDP_PASS
 
 NAME_PREFIX = "bpflab"

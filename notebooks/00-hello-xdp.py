@@ -60,8 +60,9 @@ from IPython.display import Code, display
 from scapy.packet import raw
 
 from bpflab import packets, testrun
+from bpflab.attach import attach
 from bpflab.course.labs import BPF_INCLUDE, load_lab
-from bpflab.programs import XDP_VERDICTS, attach, load, verifier_says
+from bpflab.programs import XDP_VERDICTS, load, verifier_says
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]

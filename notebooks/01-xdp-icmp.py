@@ -57,9 +57,10 @@ from scapy.packet import raw
 from scapy.utils import hexdump
 
 from bpflab import measure, packets, testrun
+from bpflab.attach import attach
 from bpflab.course.labs import load_lab
 from bpflab.oracles import echo
-from bpflab.programs import XDP_VERDICTS, attach, load, verifier_says
+from bpflab.programs import XDP_VERDICTS, load, verifier_says
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]

@@ -48,19 +48,10 @@ from IPython.display import Code, display
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
+from bpflab.attach import attach, attach_tc, attach_xdp, detach_tc, detach_xdp
 from bpflab.course.labs import load_lab
 from bpflab.oracles import echo
-from bpflab.programs import (
-    TC_VERDICTS,
-    XDP_VERDICTS,
-    attach,
-    attach_tc,
-    attach_xdp,
-    detach_tc,
-    detach_xdp,
-    load,
-    verifier_says,
-)
+from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, load, verifier_says
 from bpflab.topology import Topology, run_in
 
 SERVER_IPV4, SERVER_IPV6 = packets.SERVER_IPV4, packets.SERVER_IPV6

@@ -42,10 +42,11 @@ import dns.query
 from IPython.display import Code, display
 
 from bpflab import measure, testrun
+from bpflab.attach import attach
 from bpflab.course.labs import load_lab
 from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe
-from bpflab.programs import XDP_VERDICTS, attach, load
+from bpflab.programs import XDP_VERDICTS, load
 from bpflab.services import dns_server
 from bpflab.topology import Topology, in_netns, run_in
 

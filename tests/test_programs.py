@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bpflab.programs import (
-    BPF_PROG_TYPE_XDP,
-    ProgramError,
-    attach,
-    detach_tc,
-    load_raw,
-    load_text,
-    xdp_mode,
-)
+from bpflab.attach import attach, detach_tc, xdp_mode
+from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, load_raw, load_text
 from bpflab.topology import Topology, run_in
 
 HEAD = '#include "parsing.h"\n'
@@ -57,7 +50,7 @@ def test_wrong_entry_name_is_explained():
 
 def test_xdp_attaches_natively_on_veth_and_detaches():
     fd = load_raw(BPF_PROG_TYPE_XDP, 2, "pass")
-    from bpflab.programs import attach_xdp, detach_xdp
+    from bpflab.attach import attach_xdp, detach_xdp
 
     with Topology() as topo:
         assert attach_xdp(topo.server.netns, topo.server.ifname, fd) == "native"

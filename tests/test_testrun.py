@@ -49,7 +49,7 @@ def test_live_frames_mode_sends_real_frames():
     import socket
     import time
 
-    from bpflab.programs import attach_xdp
+    from bpflab.attach import attach_xdp
     from bpflab.topology import Topology, in_netns, run_in
 
     count = 10_000

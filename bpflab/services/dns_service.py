@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpflab import libbpf
+from bpflab.attach import attach
 from bpflab.oracles import dns_records, echo
 from bpflab.processes import pid_alive
-from bpflab.programs import Program, attach
+from bpflab.programs import Program
 from bpflab.services import dns_server
 from bpflab.services.netns_server import NetnsServer
 from bpflab.topology import Topology

@@ -29,17 +29,10 @@ from pathlib import Path
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
+from bpflab.attach import attach, detach_tc, detach_xdp
 from bpflab.course.labs import BPF_TOOLS, ROOT, load_lab
 from bpflab.oracles import dns_answers, dns_records, echo
-from bpflab.programs import (
-    TC_VERDICTS,
-    XDP_VERDICTS,
-    Program,
-    attach,
-    detach_tc,
-    detach_xdp,
-    load,
-)
+from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, Program, load
 from bpflab.services import nsd
 from bpflab.services.dns_service import DnsService
 from bpflab.topology import Topology, in_netns

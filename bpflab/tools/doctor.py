@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bpflab import testrun
-from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, attach_xdp, load_raw, load_text, xdp_mode
+from bpflab.attach import attach_xdp, xdp_mode
+from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, load_raw, load_text
 
 MIN_KERNEL = (5, 18)  # XDP live-frames test-run, used by the load generator
 PROVISION = "run `make provision` (the project's Ansible playbook)"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bpflab.attach import attach
 from bpflab.course.labs import Lab, load_lab
 from bpflab.gym import Gym, load_gym
-from bpflab.programs import Program, ProgramError, attach, load
+from bpflab.programs import Program, ProgramError, load
 from bpflab.topology import Topology
 from grader.checks import fail
 

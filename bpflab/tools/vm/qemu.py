@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pyroute2 import netns
 
+from bpflab.attach import existing_netns
 from bpflab.processes import die_with_parent, pid_alive, stop_pid
-from bpflab.programs import existing_netns
 from bpflab.tools.vm.common import CACHE, GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError, say
 from bpflab.tools.vm.image import GuestImage
 from bpflab.topology import NUD_PERMANENT, sysctl
