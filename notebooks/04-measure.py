@@ -40,7 +40,7 @@ from bpflab import measure, testrun
 from bpflab.course.labs import load_lab
 from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import XDP_VERDICTS
-from bpflab.tools import bench
+from bpflab.tools import bench, bench_report
 
 SIZES = bench.SHORT  # the full benchmark uses bench.FULL: ten times the samples
 programs = {lab: bench.load_program(lab) for lab in ("xdp-icmp", "tc-icmp", "xdp-dns")}
@@ -98,7 +98,7 @@ for figure in costs:
 samples, stats = bench.rtts(programs, SIZES)
 answered = {responder: values for responder, values in samples.items() if values}
 fig, ax = plt.subplots(figsize=(7, 4))
-bench.plot_rtt_cdf(ax, answered)
+bench_report.plot_rtt_cdf(ax, answered)
 plt.show()
 for responder, values in samples.items():
     if not values:
@@ -136,7 +136,7 @@ if "xdp-dns" in late:  # every query went through to the Python server behind it
     qps = {name.replace("XDP fast path", "passed by your XDP program to Python"): value
            for name, value in qps.items()}
 fig, ax = plt.subplots(figsize=(7, 3))
-bench.plot_qps(ax, qps)
+bench_report.plot_qps(ax, qps)
 plt.show()
 for name, (value, cores) in qps.items():
     print(f"{name:46} {value:12,.0f} q/s   {cores:.1f} cores busy")
@@ -169,9 +169,9 @@ for program in programs.values():
 measure_lab = load_lab("measure")
 recorded = json.loads((measure_lab.folder / "bench.json").read_text())
 fig, (rtt_ax, qps_ax) = plt.subplots(2, 1, figsize=(8, 9))
-bench.plot_rtt_cdf(rtt_ax, recorded["rtt_us"])
-bench.plot_qps(qps_ax, bench.recorded_qps(recorded), recorded["cpus"])
+bench_report.plot_rtt_cdf(rtt_ax, recorded["rtt_us"])
+bench_report.plot_qps(qps_ax, bench_report.recorded_qps(recorded), recorded["cpus"])
 fig.tight_layout()
 plt.show()
 print(f"recorded {recorded['when']} on {recorded['cpus']} cores, Linux {recorded['kernel']}\n")
-print(bench.table(bench.recorded_figures(recorded)))
+print(bench_report.table(bench_report.recorded_figures(recorded)))

@@ -73,7 +73,7 @@ def test_unknown_lab_names_the_known_ones():
 
 def test_measure_handout_shows_the_recorded_run():
     """The handout's table is the recorded run's, so questions, plots and table agree."""
-    from bpflab.tools.bench import recorded_figures, table
+    from bpflab.tools.bench_report import recorded_figures, table
 
     lab = load_lab("measure")
     handout = (lab.folder / "README.md").read_text()
