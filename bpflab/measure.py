@@ -8,6 +8,8 @@
   `single_run_floor_ns` time a reply path instead, one run per call.
 - `bpf_stats`: run time and count of a program under real traffic (with the kernel's run-time
   accounting on, `bpf_stats_enabled`), which does time the paths that rewrite the packet.
+- `ping_rounds`: responders (the kernel's echo, programs) take turns answering pings, in an
+  order that rotates from round to round, so that slow drifts of the machine affect all alike.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ import os
 import re
 import statistics
 import subprocess
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bpflab import libbpf, testrun
-from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, load_raw
+from bpflab.attach import attach_tc, attach_xdp, detach_tc, detach_xdp
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Program, load_raw
 from bpflab.topology import Topology
+from bpflab.verdicts import TC_ACT_OK, XDP_PASS
 
 TIMING_REPEAT = 200_000  # enough runs for the timer's own cost to vanish in the mean
-EMPTY_VERDICT = {"xdp": 2, "tc": 0}  # XDP_PASS, TC_ACT_OK
+EMPTY_VERDICT = {"xdp": XDP_PASS, "tc": TC_ACT_OK}
 PROG_TYPE = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
 BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
 
@@ -105,3 +111,77 @@ def bpf_stats(prog_fd: int) -> tuple[int, int]:
                            text=True, check=True)
     info = json.loads(shown.stdout)
     return info.get("run_time_ns", 0), info.get("run_cnt", 0)
+
+
+@dataclass(frozen=True)
+class Responder:
+    """Something that answers the client's pings: put in place for its turn, taken away after."""
+
+    name: str
+    put_in_place: Callable[[], None]
+    take_away: Callable[[], None]
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        self.put_in_place()
+        try:
+            yield
+        finally:
+            self.take_away()
+
+
+def kernel_responder(topology: Topology, name: str = "kernel") -> Responder:
+    """The server kernel's own echo, on for its turn."""
+    return Responder(name, lambda: topology.kernel_echo(True), lambda: topology.kernel_echo(False))
+
+
+def program_responder(name: str, program: Program, topology: Topology) -> Responder:
+    """`program` attached alone to the server's interface for its turn, by fd: it stays loaded,
+    its maps and counters with it, from one turn to the next."""
+    netns, ifname = topology.server.netns, topology.server.ifname
+    if program.hook == "xdp":
+        return Responder(name, lambda: attach_xdp(netns, ifname, program.fd),
+                         lambda: detach_xdp(netns, ifname))
+    return Responder(name, lambda: attach_tc(netns, ifname, program.fd, program.name),
+                     lambda: detach_tc(netns, ifname))
+
+
+@dataclass
+class Rounds:
+    """What `ping_rounds` measured, per responder."""
+
+    rtts: dict[str, list[list[float]]]  # each round's round trips (µs); [] for a turn not taken
+    counted: dict[str, Counter] = field(default_factory=dict)  # how much each counter grew in its turns
+    silent: set[str] = field(default_factory=set)  # answered nothing in a whole turn: asked no more
+
+    def all(self, name: str) -> list[float]:
+        """Every round trip of one responder, all rounds together."""
+        return [rtt for chunk in self.rtts[name] for rtt in chunk]
+
+
+def ping_rounds(topology: Topology, responders: list[Responder], rounds: int, pings: int,
+                interval: float = 0.002, counters: Callable[[], dict[str, int]] | None = None) -> Rounds:
+    """In each round each responder in turn answers `pings` pings, alone (the kernel's echo off
+    unless it is the one answering), in an order that rotates from round to round.
+
+    `counters` (say, each program's reply counter) is read around every turn, so that the
+    caller can check who really answered. A responder that answers nothing in a turn (a starter)
+    is not waited for again.
+    """
+    topology.kernel_echo(False)
+    result = Rounds({r.name: [] for r in responders}, {r.name: Counter() for r in responders})
+    for number in range(rounds):
+        shift = number % len(responders)
+        for responder in responders[shift:] + responders[:shift]:
+            if responder.name in result.silent:
+                result.rtts[responder.name].append([])
+                continue
+            before = counters() if counters else {}
+            with responder.turn():
+                rtts = ping_rtts(topology, pings, interval)
+            after = counters() if counters else {}
+            result.rtts[responder.name].append(rtts)
+            result.counted[responder.name].update({k: after[k] - before[k] for k in after})
+            if not rtts:
+                result.silent.add(responder.name)
+    return result

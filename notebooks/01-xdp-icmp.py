@@ -50,8 +50,8 @@ import subprocess
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Code, display
-from scapy.layers.inet import IP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import raw
 from scapy.utils import hexdump
@@ -61,6 +61,7 @@ from bpflab.attach import attach
 from bpflab.course.labs import load_lab
 from bpflab.oracles import echo
 from bpflab.programs import XDP_VERDICTS, load, verifier_says
+from bpflab.tcpdump import Tcpdump
 from bpflab.topology import Topology, run_in
 
 # %% [markdown]
@@ -271,19 +272,12 @@ Ether(result.packet).show()
 # program did.
 
 # %%
-def damaged(frame, offset: int) -> bytes:
-    """The frame's bytes with one byte flipped."""
-    data = bytearray(raw(frame))
-    data[offset] ^= 0xFF
-    return bytes(data)
-
-
 CASES = {
     "an ICMPv4 echo request": raw(packets.icmp_echo_v4()),
     "an ICMPv6 echo request": raw(packets.icmp_echo_v6()),
     "a full-size (1500-byte MTU) echo request": raw(packets.icmp_echo_v4(1472)),
-    "an echo request with a wrong ICMP checksum": damaged(packets.icmp_echo_v4(), 36),
-    "an echo request with a wrong IP checksum": damaged(packets.icmp_echo_v4(), 24),
+    "an echo request with a wrong ICMP checksum": packets.damaged(packets.icmp_echo_v4(), ICMP, "chksum"),
+    "an echo request with a wrong IP checksum": packets.damaged(packets.icmp_echo_v4(), IP, "chksum"),
     "an echo request for another address": raw(packets.icmp_echo_v4()).replace(
         bytes([192, 0, 2, 2]), bytes([192, 0, 2, 99])),
     "an echo request cut short by 10 bytes": raw(packets.icmp_echo_v4())[:-10],
@@ -354,52 +348,12 @@ print(ping4.output)
 # pings twice. Each capture is asked for 4 ICMP packets (2 requests and 2 replies). tcpdump
 # needs a moment to start, so the client pings once both say `listening on`; a capture that has
 # not seen its 4 packets after a few seconds is stopped through its process id (never by name:
-# other tcpdumps on this machine are not ours).
+# other tcpdumps on this machine are not ours). The runtime's `Tcpdump` does both.
 
 # %%
-def start_capture(side, count: int = 4) -> subprocess.Popen:
-    """tcpdump on one side's veth, in its namespace, for `count` ICMP (IPv4) packets."""
-    argv = ["tcpdump", "-n", "-i", side.ifname, "-c", str(count), "icmp"]
-    return subprocess.Popen(["ip", "netns", "exec", side.netns, *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until_listening(capture: subprocess.Popen) -> None:
-    """tcpdump writes "listening on ..." to stderr once its capture is open."""
-    said = []
-    while line := capture.stderr.readline():  # "" once tcpdump has exited
-        if "listening on" in line:
-            return
-        said.append(line.strip())
-    raise RuntimeError(f"tcpdump did not start: {' '.join(said)}")
-
-
-def stop_capture(capture: subprocess.Popen, wait: float) -> str:
-    """What the capture printed: its packets, then its count. Stopped by its pid if still running."""
-    try:
-        out, err = capture.communicate(timeout=wait)
-    except subprocess.TimeoutExpired:
-        capture.terminate()  # SIGTERM to this pid: tcpdump prints its count and exits
-        try:
-            out, err = capture.communicate(timeout=3)
-        except subprocess.TimeoutExpired:
-            capture.kill()
-            out, err = capture.communicate()
-    counts = [line for line in err.splitlines() if "captured" in line]
-    return (out + "\n".join(counts)).strip()
-
-
-captures = {"server": start_capture(topo.server), "client": start_capture(topo.client)}
-try:
-    for capture in captures.values():
-        wait_until_listening(capture)
+with Tcpdump(topo.server) as at_server, Tcpdump(topo.client) as at_client:  # both listening
     pinged = topo.ping(count=2)
-    printed = {side: stop_capture(capture, wait=2) for side, capture in captures.items()}
-finally:
-    for capture in captures.values():  # whatever happened above, leave no tcpdump behind
-        if capture.poll() is None:
-            capture.kill()
-            capture.wait()
+    printed = {"server": at_server.output(wait=2), "client": at_client.output(wait=2)}
 print(f"ping: {pinged.received} of {pinged.sent} answered\n")
 for side, text in printed.items():
     print(f"tcpdump at the {side} ({getattr(topo, side).ifname}):\n{text}\n")
@@ -519,7 +473,7 @@ def best_ns(frame: bytes) -> tuple[int, int]:
     return min(floors), min(costs)
 
 
-bad_checksum = damaged(packets.icmp_echo_v4(), 36)
+bad_checksum = packets.damaged(packets.icmp_echo_v4(), ICMP, "chksum")
 floor, cost = best_ns(bad_checksum)
 print(f"{packets.describe(bad_checksum)}, wrong ICMP checksum")
 print(f"empty program (the floor): {floor} ns per run")
@@ -538,15 +492,16 @@ print(f"{program.name}:             {cost} ns per run, {cost - floor} ns above t
 # %%
 SIZES = {"IPv4": (0, 56, 120, 248, 504, 760, 1016, 1272, 1472),
          "IPv6": (0, 56, 120, 248, 504, 760, 1016, 1272, 1452)}
-BUILD = {"IPv4": (packets.icmp_echo_v4, 36), "IPv6": (packets.icmp_echo_v6, 56)}  # checksum offset
+BUILD = {"IPv4": (packets.icmp_echo_v4, ICMP, "chksum"),  # a builder, and the checksum it damages
+         "IPv6": (packets.icmp_echo_v6, ICMPv6EchoRequest, "cksum")}
 
 above_floor = {}
 fig, ax = plt.subplots(figsize=(6, 3))
 for family, sizes in SIZES.items():
-    build, checksum_at = BUILD[family]
+    build, layer, checksum = BUILD[family]
     above_floor[family] = []
     for size in sizes:
-        floor, cost = best_ns(damaged(build(size), checksum_at))
+        floor, cost = best_ns(packets.damaged(build(size), layer, checksum))
         above_floor[family].append(cost - floor)
     slope, intercept = np.polyfit(sizes, above_floor[family], 1)  # a straight-line fit
     print(f"{family}: payload bytes {sizes}\n      ns above the floor {above_floor[family]}\n"
@@ -645,7 +600,7 @@ topo.close()
 left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 ours = [name for name in (topo.client.netns, topo.server.netns) if name in left]
 print("namespaces left behind:", ours or "none")
-print("tcpdumps still running:", [c.pid for c in captures.values() if c.poll() is None] or "none")
+print("tcpdumps still running:", [t.process.pid for t in (at_server, at_client) if t.running] or "none")
 
 # %% [markdown]
 # ## What you learned

@@ -45,10 +45,11 @@ from collections import Counter
 
 import matplotlib.pyplot as plt
 from IPython.display import Code, display
+from scapy.layers.inet import ICMP
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
-from bpflab.attach import attach, attach_tc, attach_xdp, detach_tc, detach_xdp
+from bpflab.attach import attach, detach_tc
 from bpflab.course.labs import load_lab
 from bpflab.oracles import echo
 from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, load, verifier_says
@@ -223,18 +224,12 @@ show_run(raw(packets.icmp_echo_v6()), "an ICMPv6 echo request")
 
 # %% [markdown]
 # And a request the program must *not* answer: the same one with its ICMP checksum damaged
-# (byte 36 flipped). Every check runs, the sum comes out wrong, and the frame goes to the kernel
-# as it came, with `TC_ACT_OK`. We will meet this frame again in step 5.
+# (`packets.damaged()` flips bits of the field it is named). Every check runs, the sum comes out
+# wrong, and the frame goes to the kernel as it came, with `TC_ACT_OK`. We will meet this frame
+# again in step 5.
 
 # %%
-def damaged(frame: bytes, offset: int) -> bytes:
-    """`frame` with one byte flipped."""
-    data = bytearray(frame)
-    data[offset] ^= 0xFF
-    return bytes(data)
-
-
-show_run(damaged(request, 36), "a request with a wrong ICMP checksum")
+show_run(packets.damaged(request, ICMP, "chksum"), "a request with a wrong ICMP checksum")
 
 # %% [markdown]
 # ## 4 · Real pings
@@ -327,32 +322,19 @@ print(f"XDP responder: {xdp_program.name}() from {xdp_source.name}, {which}")
 # %% [markdown]
 # The rounds. For the kernel's turn, no program is attached and the kernel's echo is on; for
 # each program's turn, only that program is attached and the kernel's echo is off. The programs'
-# `replies` counters show who answered. (`program.close()` would detach a program too, but it
-# also frees it: here the low-level `attach_xdp`/`attach_tc` and `detach_xdp`/`detach_tc` put the
-# programs in place and take them away again, round after round.)
+# `replies` counters show who answered. `measure.ping_rounds()` runs the rounds; each responder
+# says how it is put in place and taken away again. (`program.close()` would detach a program
+# too, but it also frees it: a program's responder attaches it by its fd with `attach_xdp` or
+# `attach_tc`, and `detach_xdp` or `detach_tc` takes it away, round after round.)
 
 # %%
 RESPONDERS = ("kernel", "XDP", "TC")
 ROUNDS, PINGS, INTERVAL = 10, 100, 0.002
-server_ns, server_if = topo.server.netns, topo.server.ifname
 
 
-def put_in_place(responder: str) -> None:
-    if responder == "kernel":
-        topo.kernel_echo(True)
-    elif responder == "XDP":
-        attach_xdp(server_ns, server_if, xdp_program.fd)
-    else:
-        attach_tc(server_ns, server_if, program.fd, program.name)
-
-
-def take_away(responder: str) -> None:
-    if responder == "kernel":
-        topo.kernel_echo(False)
-    elif responder == "XDP":
-        detach_xdp(server_ns, server_if)
-    else:
-        detach_tc(server_ns, server_if)
+responders = {"kernel": measure.kernel_responder(topo),
+              "XDP": measure.program_responder("XDP", xdp_program, topo),
+              "TC": measure.program_responder("TC", program, topo)}
 
 
 def counted() -> dict[str, int]:
@@ -360,31 +342,12 @@ def counted() -> dict[str, int]:
     return {"XDP": echo.replies(xdp_program)[0], "TC": echo.replies(program)[0]}
 
 
-detach_tc(server_ns, server_if)  # step 4's attachment: from here on, the rounds decide
-topo.kernel_echo(False)
-rounds = {r: [] for r in RESPONDERS}  # each round's round trips, in µs, per responder
-answered_by = {r: Counter() for r in RESPONDERS}  # who counted the replies in each one's turns
-silent = set()  # answered nothing in a whole turn (a starter): not waited for again
+detach_tc(topo.server.netns, topo.server.ifname)  # step 4's attachment: from here on, the rounds decide
 started = time.monotonic()
-for number in range(ROUNDS):
-    order = RESPONDERS[number % 3 :] + RESPONDERS[: number % 3]
-    for responder in order:
-        if responder in silent:
-            rounds[responder].append([])
-            continue
-        before = counted()
-        put_in_place(responder)
-        try:
-            rtts = measure.ping_rtts(topo, PINGS, INTERVAL)
-        finally:
-            take_away(responder)
-        after = counted()
-        rounds[responder].append(rtts)
-        if not rtts:
-            silent.add(responder)
-        answered_by[responder].update({name: after[name] - before[name] for name in after})
+measured_rounds = measure.ping_rounds(topo, list(responders.values()), ROUNDS, PINGS, INTERVAL, counted)
+rounds, answered_by, silent = measured_rounds.rtts, measured_rounds.counted, measured_rounds.silent
 print(f"{ROUNDS} rounds in {time.monotonic() - started:.1f} s")
-all_rtts = {r: [rtt for chunk in rounds[r] for rtt in chunk] for r in RESPONDERS}
+all_rtts = {r: measured_rounds.all(r) for r in RESPONDERS}
 for r in RESPONDERS:
     sent = PINGS * sum(1 for chunk in rounds[r] if chunk) + (PINGS if r in silent else 0)
     print(f"{r:6}: {len(all_rtts[r])} of {sent} pings answered; replies counted by the XDP "
@@ -503,7 +466,7 @@ print(f"{'program':15} {'frame':>8} {'verdict':>12} {'untouched':>9} {'floor ns'
       f"{'above floor':>12}")
 above_floor = {}
 for size in (56, 1472):
-    frame = damaged(raw(packets.icmp_echo_v4(size)), 36)
+    frame = packets.damaged(packets.icmp_echo_v4(size), ICMP, "chksum")
     for responder in (xdp_program, program):
         once = testrun.run(responder.fd, frame)
         verdict = VERDICT_NAMES[responder.hook].get(once.verdict, str(once.verdict))
@@ -529,14 +492,10 @@ for size in (56, 1472):
 reply_path_ns = {}
 print(f"{'program':15} {'answered':>9} {'runs':>5} {'ns per run':>11}")
 for name, responder in (("XDP", xdp_program), ("TC", program)):
-    put_in_place(name)
-    try:
-        with measure.bpf_stats_enabled():
-            ns_before, runs_before = measure.bpf_stats(responder.fd)
-            answered = measure.ping_rtts(topo, 200, INTERVAL)
-            ns_after, runs_after = measure.bpf_stats(responder.fd)
-    finally:
-        take_away(name)
+    with responders[name].turn(), measure.bpf_stats_enabled():
+        ns_before, runs_before = measure.bpf_stats(responder.fd)
+        answered = measure.ping_rtts(topo, 200, INTERVAL)
+        ns_after, runs_after = measure.bpf_stats(responder.fd)
     runs = runs_after - runs_before
     reply_path_ns[name] = (ns_after - ns_before) / max(runs, 1)
     print(f"{responder.name:15} {len(answered):9} {runs:5} {reply_path_ns[name]:11.0f}")
@@ -584,8 +543,7 @@ else:
 # %%
 client_side = {"with peer_pass": [], "without": []}
 if "TC" in measured:
-    put_in_place("TC")
-    try:
+    with responders["TC"].turn():
         for number in range(6):
             order = ("without", "with peer_pass") if number % 2 else ("with peer_pass", "without")
             for setup in order:
@@ -596,8 +554,6 @@ if "TC" in measured:
                 finally:
                     if setup == "without":
                         topo.add_peer_xdp()
-    finally:
-        take_away("TC")
     print(f"{'TC responder':16} {'pings':>6} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8}")
     for setup, rtts in client_side.items():
         p50, p90, p99 = (measure.percentile(rtts, f) for f in (0.5, 0.9, 0.99))

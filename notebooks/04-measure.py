@@ -102,7 +102,8 @@ bench_report.plot_rtt_cdf(ax, answered)
 plt.show()
 for responder, values in samples.items():
     if not values:
-        print(f"{responder:9} no replies: none of its {SIZES.rounds * SIZES.pings} pings was answered")
+        print(f"{responder:9} no replies: none of the {SIZES.pings} pings of its first turn was answered, "
+              "so it was not asked again")
         continue
     p50, p90, p99 = (measure.percentile(values, f) for f in (0.5, 0.9, 0.99))
     print(f"{responder:9} p50 {p50:5.0f} µs  p90 {p90:5.0f} µs  p99 {p99:6.0f} µs  ({len(values)} pings)")

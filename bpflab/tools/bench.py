@@ -29,7 +29,7 @@ from pathlib import Path
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
-from bpflab.attach import attach, detach_tc, detach_xdp
+from bpflab.attach import attach, detach_xdp
 from bpflab.course.labs import BPF_TOOLS, ROOT, load_lab
 from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, Program, load
@@ -119,25 +119,18 @@ Stats = dict[str, tuple[int, int]]  # program -> (run time ns, runs), from bpf_s
 
 def rtts(programs: dict[str, Program], sizes: Sizes) -> tuple[dict[str, list[float]], Stats]:
     """Ping round trips (µs) per responder, interleaved in rounds; and bpf_stats per program."""
-    samples: dict[str, list[float]] = {r: [] for r in RESPONDERS}
     with Topology() as topo, measure.bpf_stats_enabled():
         server = topo.server
         for program in (programs["xdp-icmp"], programs["tc-icmp"]):
             echo.configure(program, server.ipv4, server.ipv6, server.mac)
+        responders = [measure.kernel_responder(topo, RESPONDERS[0]),
+                      measure.program_responder(RESPONDERS[1], programs["xdp-icmp"], topo),
+                      measure.program_responder(RESPONDERS[2], programs["tc-icmp"], topo)]
         before = {k: measure.bpf_stats(programs[k].fd) for k in ("xdp-icmp", "tc-icmp")}
-        for _ in range(sizes.rounds):
-            for responder in RESPONDERS:
-                topo.kernel_echo(responder == "kernel")
-                if responder == "XDP echo":
-                    attach(programs["xdp-icmp"], server.netns, server.ifname)
-                elif responder == "TC echo":
-                    attach(programs["tc-icmp"], server.netns, server.ifname)
-                samples[responder] += measure.ping_rtts(topo, sizes.pings, interval=0.002)
-                detach_xdp(server.netns, server.ifname)
-                detach_tc(server.netns, server.ifname)
+        rounds = measure.ping_rounds(topo, responders, sizes.rounds, sizes.pings, interval=0.002)
         after = {k: measure.bpf_stats(programs[k].fd) for k in ("xdp-icmp", "tc-icmp")}
     stats = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in before}
-    return samples, stats
+    return {r: rounds.all(r) for r in RESPONDERS}, stats
 
 
 def _cpu_busy() -> float:
