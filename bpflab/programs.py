@@ -243,7 +243,7 @@ def compile_source(source: Path, hook: str, cflags: tuple[str, ...] = ()) -> Com
     with captured_stderr() as log:
         try:
             bpf = BPF(src_file=str(source).encode(), cflags=flags, debug=DEBUG_PREPROCESSOR | DEBUG_SOURCE)
-        except Exception:
+        except Exception:  # BCC raises a bare Exception for any failed compile: its log says why
             bpf = None
     smap = SourceMap(source, log[0])
     if bpf is None and "Cannot allocate memory" in log[0]:

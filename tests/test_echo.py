@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
-from scapy.packet import raw
+from scapy.packet import Raw, raw
 
 from bpflab import fuzz, packets
 from bpflab.oracles import echo
@@ -37,14 +37,12 @@ def test_what_the_kernel_would_not_answer_gets_no_reply():
     elsewhere = request.copy()
     elsewhere[IP].dst = "192.0.2.99"
     assert echo.expected_reply(raw(elsewhere), SERVER_IPV4, SERVER_IPV6) is None
-    damaged = bytearray(raw(request))
-    damaged[40] ^= 1
-    assert echo.expected_reply(bytes(damaged), SERVER_IPV4, SERVER_IPV6) is None
+    damaged = packets.damaged(request, ICMP, "chksum")
+    assert echo.expected_reply(damaged, SERVER_IPV4, SERVER_IPV6) is None
 
 
 def test_fix_checksums_makes_a_mutated_request_valid_again():
-    frame = bytearray(raw(packets.icmp_echo_v4()))
-    frame[50] ^= 0xFF
+    frame = bytearray(packets.damaged(packets.icmp_echo_v4(), Raw, "load"))
     assert echo.expected_reply(bytes(frame), SERVER_IPV4, SERVER_IPV6) is None
     packets.fix_checksums(frame)
     assert echo.expected_reply(bytes(frame), SERVER_IPV4, SERVER_IPV6) is not None
