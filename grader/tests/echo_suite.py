@@ -4,6 +4,9 @@
 hook decides only which verdicts mean "reply" and "pass". Every pass-through test first checks
 that the program answers a plain request: passing everything is what the starter does, and it
 earns nothing.
+
+One file past 350 lines on purpose: it is one lab's whole graded behaviour, read top to bottom
+as the grading table of the handout is, and split it would send a reader between files.
 """
 
 from __future__ import annotations
