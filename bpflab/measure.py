@@ -21,15 +21,19 @@ import os
 import re
 import statistics
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.message
+import dns.query
+
 from bpflab import libbpf, testrun
 from bpflab.attach import attach_tc, attach_xdp, detach_tc, detach_xdp
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Program, load_raw
-from bpflab.topology import Topology
+from bpflab.topology import Topology, in_netns
 from bpflab.verdicts import TC_ACT_OK, XDP_PASS
 
 TIMING_REPEAT = 200_000  # enough runs for the timer's own cost to vanish in the mean
@@ -76,6 +80,25 @@ def single_run_floor_ns(hook: str, frame: bytes, runs: int) -> float:
         return single_run_ns(fd, frame, runs)
     finally:
         os.close(fd)
+
+
+def query_rtts(topology: Topology, name: str, count: int = 300, rtype: str = "A") -> list[float]:
+    """Microseconds per DNS query for `name`, one at a time, from the client namespace to the
+    server's IPv4 address (dnspython: the same client every time, so servers compare fairly)."""
+    query = dns.message.make_query(name, rtype, use_edns=False)
+    times = []
+    with in_netns(topology.client.netns):
+        for _ in range(count):
+            started = time.perf_counter()
+            dns.query.udp(query, topology.server.ipv4, timeout=2)
+            times.append((time.perf_counter() - started) * 1e6)
+    return times
+
+
+def percentiles_line(label: str, values: list[float], what: str = "queries") -> str:
+    """`label  p50 .. µs  p90 .. µs  p99 .. µs  (n what)`: a distribution in one line."""
+    p50, p90, p99 = (percentile(values, f) for f in (0.5, 0.9, 0.99))
+    return f"{label:24} p50 {p50:6.0f} µs   p90 {p90:6.0f} µs   p99 {p99:6.0f} µs   ({len(values)} {what})"
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -34,11 +34,9 @@
 
 # %%
 import tempfile
-import time
 from pathlib import Path
 
 import dns.message
-import dns.query
 from IPython.display import Code, display
 
 from bpflab import measure, testrun
@@ -48,7 +46,7 @@ from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6, describe
 from bpflab.programs import XDP_VERDICTS, load
 from bpflab.services import dns_server
-from bpflab.topology import Topology, in_netns, run_in
+from bpflab.topology import Topology, run_in
 
 lab = load_lab("xdp-dns")
 records = dns_records.load()
@@ -205,40 +203,23 @@ print(f"miss path without a print: {cost - floor:.0f} ns above the floor; "
 # counted came from the fast path.
 
 # %%
-def round_trips(topo: Topology, name: str, count: int = 300) -> list[float]:
-    """Microseconds per query, one query at a time, from the client namespace."""
-    query = dns.message.make_query(name, "A", use_edns=False)
-    times = []
-    with in_netns(topo.client.netns):
-        for _ in range(count):
-            started = time.perf_counter()
-            dns.query.udp(query, SERVER_IPV4, timeout=2)
-            times.append((time.perf_counter() - started) * 1e6)
-    return times
-
-
-def summary(name: str, times: list[float]) -> None:
-    p50, p90, p99 = (measure.percentile(times, f) for f in (0.5, 0.9, 0.99))
-    print(f"{name:24} p50 {p50:6.0f} µs   p90 {p90:6.0f} µs   p99 {p99:6.0f} µs   ({len(times)} queries)")
-
-
 with Topology() as topo:
     attach(program, topo.server.netns, topo.server.ifname)
     with dns_server.start(topo.server.netns, log, addresses=(SERVER_IPV4, SERVER_IPV6)):
         before = dns_answers.answers_sent(program)
-        held_times = round_trips(topo, "www.lab.example")
+        held_times = measure.query_rtts(topo, "www.lab.example")
         by_xdp = dns_answers.answers_sent(program) - before
-        userspace_times = round_trips(topo, "nope.lab.example")
+        userspace_times = measure.query_rtts(topo, "nope.lab.example")
 print(f"the held name: {by_xdp} of {len(held_times)} queries answered by the XDP fast path (its counter)")
 if by_xdp == len(held_times):
-    summary("held name, XDP fast path", held_times)
+    print(measure.percentiles_line("held name, XDP fast path", held_times))
 elif by_xdp == 0:
     print("no answer came from the XDP fast path: your program passed every query, and the "
           "user-space server answered them all. Finish the lab to time the fast path.")
-    summary("held name, user space", held_times)
+    print(measure.percentiles_line("held name, user space", held_times))
 else:
     print(f"only some came from the fast path: these times mix {by_xdp} XDP answers with "
           f"{len(held_times) - by_xdp} from user space")
-    summary("held name, mixed", held_times)
-summary("NXDOMAIN, user space", userspace_times)
+    print(measure.percentiles_line("held name, mixed", held_times))
+print(measure.percentiles_line("NXDOMAIN, user space", userspace_times))
 program.close()
