@@ -19,7 +19,6 @@ help: ## List the targets
 provision: ## Install everything with the project's Ansible playbook (idempotent; runs even if nothing changed)
 	@command -v ansible-playbook >/dev/null || { apt-get update -q && apt-get install -y -q ansible-core; }
 	ansible-playbook provisioning/site.yml $(PLAYBOOK_VARS)
-	@python3 provisioning/stamp.py write $(PLAYBOOK_VARS)
 
 # A full provision (make test, make provision) also covers the labs' narrower one.
 provisioned:

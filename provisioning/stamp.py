@@ -1,14 +1,18 @@
 """Has this machine been provisioned with the playbook as it is now? (`make check` asks, every time.)
 
 A stamp in the venv holds a digest of everything the playbook's outcome depends on: its own
-files, the pinned requirements, the kernel release (the playbook installs that kernel's
-headers) and the playbook's variables. `check` compares it in a few milliseconds, so a student's
-check goes straight to the grader; any change (a course update, a new kernel, a deleted venv)
-makes the next command provision again. It runs on the system's python3 before the venv exists;
-where there is none yet, the check fails and provisioning (which installs it) runs.
+files, the pinned requirements and the kernel release (the playbook installs that kernel's
+headers), and which install it was: the full one, or the labs' own (`install_dev_tools=false`,
+the one variable that narrows what is installed; a full install covers the labs'). The playbook
+writes it as its last task, so the host, CI and the Vagrant VM leave the same stamp. `check`
+compares it in a few milliseconds, so a student's check goes straight to the grader; any change
+(a course update, a new kernel, a deleted venv) makes the next command provision again. It runs
+on the system's python3 before the venv exists; where there is none yet, the check fails and
+provisioning (which installs it) runs.
 
     python3 provisioning/stamp.py check [PLAYBOOK_VARS...]   exit 0 if provisioned as asked
-    python3 provisioning/stamp.py write [PLAYBOOK_VARS...]   after a successful playbook run
+    python3 provisioning/stamp.py write [PLAYBOOK_VARS...]   the playbook's last task; prints
+                                                             "written" when the stamp changed
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAMP = ROOT / ".venv" / "provisioned.json"
 INPUTS = ("provisioning", "requirements.txt", "constraints.txt", "pyproject.toml")
 IGNORED = ("__pycache__", ".retry")
-FULL = ""  # the playbook's variables for a full install, which covers every narrower one
+NARROWER = "install_dev_tools=false"  # the labs' install: no Vagrant, QEMU or Chromium
 
 
 def digest() -> str:
@@ -38,22 +42,30 @@ def digest() -> str:
     return hashed.hexdigest()
 
 
-def provisioned(variables: str) -> bool:
-    """True if the last run of the playbook, with these variables or a full one, had today's inputs."""
+def profile(variables: list[str]) -> str:
+    """Which install the playbook's variables ask for: "labs" or "full"."""
+    return "labs" if NARROWER in " ".join(variables) else "full"
+
+
+def provisioned(wanted: str) -> bool:
+    """True if the last run of the playbook, of the `wanted` install or a full one, had today's inputs."""
     try:
         stamp = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         return False
-    return stamp.get("digest") == digest() and stamp.get("variables") in (variables, FULL)
+    return stamp.get("digest") == digest() and stamp.get("profile") in (wanted, "full")
 
 
 def main(argv: list[str]) -> int:
-    action, variables = argv[0], " ".join(argv[1:]).strip()
+    action, wanted = argv[0], profile(argv[1:])
     if action == "check":
-        return 0 if provisioned(variables) else 1
+        return 0 if provisioned(wanted) else 1
     if action == "write":
-        if not provisioned(variables) or variables == FULL:  # a full stamp is never narrowed
-            STAMP.write_text(json.dumps({"digest": digest(), "variables": variables}) + "\n")
+        if not provisioned(wanted) or wanted == "full":  # a full stamp is never narrowed
+            text = json.dumps({"digest": digest(), "profile": wanted}) + "\n"
+            if not STAMP.is_file() or STAMP.read_text() != text:
+                STAMP.write_text(text)
+                print("written")
         return 0
     print(__doc__, file=sys.stderr)
     return 2
