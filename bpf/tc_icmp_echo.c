@@ -64,7 +64,8 @@ static __always_inline int echo_v4(struct __sk_buff *skb, struct cursor *c, stru
 
 	if (!ip || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_ICMP)
 		return TC_ACT_OK;
-	if (ip->daddr != me->ipv4 || !ipv4_source_ok(ip->saddr))
+	/* For us, and from a source the kernel would answer: not a martian, not our own address. */
+	if (ip->daddr != me->ipv4 || ip->saddr == me->ipv4 || !ipv4_source_ok(ip->saddr))
 		return TC_ACT_OK;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return TC_ACT_OK;
@@ -118,7 +119,8 @@ static __always_inline int echo_v6(struct __sk_buff *skb, struct cursor *c, stru
 
 	if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_ICMPV6)
 		return TC_ACT_OK;
-	if (!ipv6_equal(&ip6->daddr, me->ipv6) || !ipv6_source_ok(&ip6->saddr))
+	if (!ipv6_equal(&ip6->daddr, me->ipv6) || ipv6_equal(&ip6->saddr, me->ipv6) ||
+	    !ipv6_source_ok(&ip6->saddr))
 		return TC_ACT_OK;
 	len = bpf_ntohs(ip6->payload_len);
 	if (len < sizeof(*icmp6))

@@ -75,7 +75,8 @@ static __always_inline int check_ipv4(struct cursor *c, struct server_addrs *me,
 
 	if (!ip || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
 		return -1;
-	if (ip->daddr != me->ipv4 || !ipv4_source_ok(ip->saddr))
+	/* For us, and from a source the kernel would answer: not a martian, not our own address. */
+	if (ip->daddr != me->ipv4 || ip->saddr == me->ipv4 || !ipv4_source_ok(ip->saddr))
 		return -1;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) /* fragments: only the kernel reassembles */
 		return -1;
@@ -98,7 +99,8 @@ static __always_inline int check_ipv6(struct cursor *c, struct server_addrs *me,
 
 	if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
 		return -1;
-	if (!ipv6_equal(&ip6->daddr, me->ipv6) || !ipv6_source_ok(&ip6->saddr))
+	if (!ipv6_equal(&ip6->daddr, me->ipv6) || ipv6_equal(&ip6->saddr, me->ipv6) ||
+	    !ipv6_source_ok(&ip6->saddr))
 		return -1;
 	q->l4_off = sizeof(struct ethhdr) + sizeof(*ip6);
 	q->udp_len = bpf_ntohs(ip6->payload_len);

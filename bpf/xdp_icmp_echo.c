@@ -43,7 +43,8 @@ static __always_inline int echo_v4(struct xdp_md *ctx, struct cursor *c, struct 
 	/* Only plain 20-byte headers: options (ihl > 5) are left to the kernel. */
 	if (!ip || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_ICMP)
 		return XDP_PASS;
-	if (ip->daddr != me->ipv4 || !ipv4_source_ok(ip->saddr))
+	/* For us, and from a source the kernel would answer: not a martian, not our own address. */
+	if (ip->daddr != me->ipv4 || ip->saddr == me->ipv4 || !ipv4_source_ok(ip->saddr))
 		return XDP_PASS;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) /* fragments: only the kernel reassembles */
 		return XDP_PASS;
@@ -94,7 +95,8 @@ static __always_inline int echo_v6(struct xdp_md *ctx, struct cursor *c, struct 
 	/* Extension headers (nexthdr other than ICMPv6) are left to the kernel. */
 	if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_ICMPV6)
 		return XDP_PASS;
-	if (!ipv6_equal(&ip6->daddr, me->ipv6) || !ipv6_source_ok(&ip6->saddr))
+	if (!ipv6_equal(&ip6->daddr, me->ipv6) || ipv6_equal(&ip6->saddr, me->ipv6) ||
+	    !ipv6_source_ok(&ip6->saddr))
 		return XDP_PASS;
 	len = bpf_ntohs(ip6->payload_len);
 	if (len < sizeof(*icmp6))

@@ -72,10 +72,22 @@ def describe(frame: bytes) -> str:
     return f"{Ether(frame).summary()} ({len(frame)} bytes)"
 
 
-def ipv4_source_ok(source: ipaddress.IPv4Address) -> bool:
-    """Would the kernel accept this source (not 0.0.0.0, loopback, multicast, broadcast)?"""
+def ipv4_source_ok(source: ipaddress.IPv4Address, server: str) -> bool:
+    """Should a server at `server` answer `source` itself? Not loopback, multicast, the limited
+    broadcast or its own address: "martian sources", which the kernel drops (and logs) before
+    any socket sees them. Nor 0.0.0.0/8, which some kernels drop and others (6.18, given a
+    route) answer: passed, it is the running kernel's to decide (tests/test_echo.py checks
+    these rules against the kernel)."""
+    return not (source.packed[0] == 0 or source.is_loopback or source.is_multicast
+                or source == ipaddress.IPv4Address("255.255.255.255")
+                or source == ipaddress.IPv4Address(server))
+
+
+def ipv6_source_ok(source: ipaddress.IPv6Address, server: str) -> bool:
+    """The same for IPv6: not ::1, multicast or the server's own address (martians); not :: or
+    IPv4-mapped (::ffff:0:0/96), which some kernels drop and others answer: passed."""
     return not (source.is_unspecified or source.is_loopback or source.is_multicast
-                or source == ipaddress.IPv4Address("255.255.255.255"))
+                or source.ipv4_mapped is not None or source == ipaddress.IPv6Address(server))
 
 
 def internet_checksum(data: bytes) -> int:

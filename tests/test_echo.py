@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw, raw
 
 from bpflab import fuzz, packets
 from bpflab.oracles import echo
 from bpflab.packets import SERVER_IPV4, SERVER_IPV6
+from bpflab.topology import Topology, run_in
+from bpflab.wire import Wire
 
 SEEDS = [raw(packets.icmp_echo_v4(size)) for size in (0, 1, 56, 1472)] + \
     [raw(packets.icmp_echo_v6(size)) for size in (0, 1, 56, 1452)]
@@ -52,3 +55,51 @@ def test_same_reply_accepts_only_the_two_zeros_of_a_checksum():
     assert echo.same_reply(b"\x01\x00\x00\x02", b"\x01\xff\xff\x02")
     assert not echo.same_reply(b"\x01\x00\x01\x02", b"\x01\xff\xff\x02")
     assert not echo.same_reply(b"\x01\x02", b"\x01\x02\x03")
+
+
+# Sources and whether the oracle answers them: ordinary remote ones, yes; martians and the
+# server's own addresses, never. 0.0.0.0/8, :: and IPv4-mapped sources are answered by some
+# kernels (Linux 6.18 here, given a route) and dropped by others: a program passes them, and
+# the kernel that runs decides, so a server never answers what its own kernel would not.
+SOURCES_V4 = {"0.1.2.3": False, "127.0.0.1": False, "224.0.0.1": False, "255.255.255.255": False,
+              SERVER_IPV4: False, "198.51.100.7": True, packets.CLIENT_IPV4: True}
+SOURCES_V6 = {"::": False, "::1": False, "ff02::1": False, "::ffff:192.0.2.1": False,
+              SERVER_IPV6: False, "2001:db8:1::7": True, packets.CLIENT_IPV6: True}
+FENCE_ID = 0xFE2C
+
+
+def test_the_oracle_answers_the_sources_the_kernel_answers():
+    """Each source sent to the kernel's own echo over a veth, with a route and a permanent
+    neighbour for every address (so that only the kernel's source rules decide): the oracle
+    answers none that the kernel does not, and every ordinary source."""
+    with Topology() as topo:
+        server, client = topo.server, topo.client
+        topo.kernel_echo(True)
+        for family in ("-4", "-6"):
+            run_in(server.netns, ["ip", family, "route", "replace", "default", "dev", server.ifname])
+        for source in (*SOURCES_V4, *SOURCES_V6):  # some martians are refused here too: no matter
+            run_in(server.netns, ["ip", "neigh", "replace", source, "lladdr", client.mac,
+                                  "nud", "permanent", "dev", server.ifname])
+        to_server = Ether(src=client.mac, dst=server.mac)
+        fence = raw(to_server / IP(src=client.ipv4, dst=server.ipv4) / ICMP(id=FENCE_ID))
+        requests = {source: to_server / IP(src=source, dst=server.ipv4) / ICMP(id=1) / packets.payload(8)
+                    for source in SOURCES_V4}
+        requests |= {source: to_server / IPv6(src=source, dst=server.ipv6) / ICMPv6EchoRequest(id=1)
+                     for source in SOURCES_V6}
+        with Wire(client.netns, client.ifname) as wire:
+            for source, request in requests.items():
+                frame = raw(request)
+                kernel = any(is_reply(f) for f in wire.unanswered(frame, fence, is_fence_reply))
+                oracle = echo.expected_reply(frame, server.ipv4, server.ipv6, server.mac) is not None
+                assert oracle == {**SOURCES_V4, **SOURCES_V6}[source], source
+                assert kernel or not oracle, f"the oracle answers {source}, which the kernel does not"
+
+
+def is_fence_reply(frame: bytes) -> bool:
+    packet = Ether(frame)
+    return ICMP in packet and packet[ICMP].type == 0 and packet[ICMP].id == FENCE_ID
+
+
+def is_reply(frame: bytes) -> bool:
+    packet = Ether(frame)
+    return (ICMP in packet and packet[ICMP].type == 0) or ICMPv6EchoReply in packet

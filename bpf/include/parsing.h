@@ -153,23 +153,34 @@ static __always_inline int eth_to_me(const struct ethhdr *eth, const __u8 mine[E
 	       dest[3] == mine[3] && dest[4] == mine[4] && dest[5] == mine[5];
 }
 
-/* Would the kernel accept this IPv4 source? Not 0.0.0.0, not loopback, not multicast or
- * broadcast: the kernel drops such "martian" sources, so a server must not answer them. */
+/* Should a server answer this IPv4 source itself? Not loopback (127/8), multicast (224/4) or
+ * the limited broadcast: the kernel drops such "martian" sources before any socket sees them,
+ * so a server must not answer them either. Nor 0.0.0.0/8 ("this network"): some kernels drop
+ * it, others (6.18, given a route) answer it; passing it lets the kernel that runs decide.
+ * A source equal to the server's own address is martian too; the caller, who knows that
+ * address, checks it. */
 static __always_inline int ipv4_source_ok(__be32 saddr)
 {
 	__u32 host = bpf_ntohl(saddr);
 
-	return host != 0 && (host >> 24) != 127 && (host >> 28) != 0xe && host != 0xffffffff;
+	return (host >> 24) != 0 && (host >> 24) != 127 && (host >> 28) != 0xe && host != 0xffffffff;
 }
 
-/* The same for IPv6: not the unspecified address ::, not multicast (ff00::/8). */
+/* The same for IPv6: not loopback ::1 or multicast (ff00::/8), which the kernel drops; not
+ * the unspecified address :: or an IPv4-mapped one (::ffff:0:0/96), which some kernels drop
+ * and others answer: passed, they are the kernel's to decide. The server's own address, again,
+ * is the caller's to check. */
 static __always_inline int ipv6_source_ok(const struct in6_addr *saddr)
 {
 	const __u32 *w = saddr->in6_u.u6_addr32;
 
 	if (saddr->in6_u.u6_addr8[0] == 0xff)
 		return 0;
-	return (w[0] | w[1] | w[2] | w[3]) != 0;
+	if (w[0] | w[1])
+		return 1;
+	if (w[2] == bpf_htonl(0x0000ffff))
+		return 0;
+	return w[2] != 0 || (w[3] != 0 && w[3] != bpf_htonl(1));
 }
 
 /* Is an IPv6 address equal to the 16 bytes at `b`? Compared 32 bits at a time. */

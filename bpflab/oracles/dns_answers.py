@@ -32,6 +32,7 @@ from bpflab.packets import (
     ether,
     internet_checksum,
     ipv4_source_ok,
+    ipv6_source_ok,
     udp_checksum,
 )
 
@@ -94,7 +95,7 @@ def _ip_part(frame: bytes, ipv4: str, ipv6: str) -> tuple[int, bytes, int] | Non
         if len(header) < 20 or header[0] != 0x45 or header[9] != 17:
             return None
         source = ipaddress.IPv4Address(header[12:16])
-        if header[16:20] != socket.inet_aton(ipv4) or not ipv4_source_ok(source):
+        if header[16:20] != socket.inet_aton(ipv4) or not ipv4_source_ok(source, ipv4):
             return None
         if struct.unpack("!H", header[6:8])[0] & 0x3FFF or internet_checksum(header) != 0:
             return None
@@ -107,7 +108,7 @@ def _ip_part(frame: bytes, ipv4: str, ipv6: str) -> tuple[int, bytes, int] | Non
         source = ipaddress.IPv6Address(header[8:24])
         if header[24:40] != socket.inet_pton(socket.AF_INET6, ipv6):
             return None
-        if source.is_multicast or source.is_unspecified:
+        if not ipv6_source_ok(source, ipv6):
             return None
         return 54, header[8:40], struct.unpack("!H", header[4:6])[0]
     return None

@@ -25,6 +25,7 @@ from bpflab.packets import (
     fix_checksums,
     internet_checksum,
     ipv4_source_ok,
+    ipv6_source_ok,
 )
 
 REPLY_TTL = 64
@@ -67,7 +68,7 @@ def _ipv4_request(frame: bytes, ipv4: str) -> bool:
         return False
     total = int.from_bytes(header[2:4], "big")
     source = ipaddress.IPv4Address(header[12:16])
-    if header[16:20] != socket.inet_aton(ipv4) or not ipv4_source_ok(source):
+    if header[16:20] != socket.inet_aton(ipv4) or not ipv4_source_ok(source, ipv4):
         return False
     if int.from_bytes(header[6:8], "big") & (IP_MF | IP_OFFSET):
         return False
@@ -86,7 +87,7 @@ def _ipv6_request(frame: bytes, ipv6: str) -> bool:
     source = ipaddress.IPv6Address(header[8:24])
     if header[24:40] != socket.inet_pton(socket.AF_INET6, ipv6):
         return False
-    if source.is_multicast or source.is_unspecified:
+    if not ipv6_source_ok(source, ipv6):
         return False
     if length < 8 or 54 + length > len(frame):
         return False

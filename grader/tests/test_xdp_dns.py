@@ -25,6 +25,7 @@ import dns.query
 import dns.rcode
 import pytest
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from bpflab import fuzz, measure, testrun
@@ -240,13 +241,21 @@ def test_damaged_queries_pass(server: Program, records: Records) -> None:
 
 @points(1)
 def test_other_ports_and_tcp_pass(server: Program, records: Records) -> None:
-    """A query to another UDP port (5353) and one carried over TCP are passed."""
+    """Queries to another UDP port (5353), over TCP, or from a source the kernel drops are passed."""
     expect_serves(server, records)
     message = dns.message.make_query("www.lab.example", "A").to_wire()
     expect_pass(server, dns_answers.wrap(message, dport=5353), "an A query to UDP port 5353")
     tcp = bytearray(with_field(dns_answers.wrap(message), IP, "proto", 6))  # TCP: not a UDP datagram any more
     fix_checksums(tcp)
     expect_pass(server, bytes(tcp), "an IPv4 packet with protocol TCP carrying a query")
+    # Martian sources, and those some kernels drop: the kernel that runs decides (parsing.h).
+    for ipv6, layer, sources in ((False, IP, ("0.1.2.3", "127.0.0.1", SERVER_IPV4)),
+                                 (True, IPv6, ("::", "::1", "::ffff:192.0.2.1", SERVER_IPV6))):
+        for source in sources:
+            query = query_frame("www.lab.example", "A", ipv6=ipv6)
+            spoofed = bytearray(with_field(query, layer, "src", source))
+            fix_checksums(spoofed)
+            expect_pass(server, bytes(spoofed), f"an A query from {source}")
 
 
 # -- network layer ---------------------------------------------------------------------------
