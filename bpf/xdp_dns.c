@@ -19,7 +19,6 @@
 #include "dns.h"
 
 #define MAX_RECORDS 1024 /* record sets (a name and a type) the map holds */
-#define MAX_QUERY_LEN 512 /* UDP bytes of the longest query answered here (RFC 1035's limit) */
 #define MAX_GROWTH  256  /* bytes a query may grow by: XDP_PACKET_HEADROOM */
 /* Bytes up to the end of an IPv6 query's question: Ethernet + IPv6 (14 + 40), UDP (8), the DNS
  * header (12), the name, its type and class (4). resize() moves at most these. */
@@ -210,6 +209,8 @@ static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, str
 		return -1;
 	if ((__u8 *)(opt + 1) + bpf_ntohs(opt->rdlength) != msg_end)
 		return -1;
+	if (!edns_options_ok((__u8 *)(opt + 1), bpf_ntohs(opt->rdlength), c->end))
+		return -1;                   /* options that lie about their lengths: FORMERR */
 	q->edns = 1;                         /* its options (cookies, ...) are not echoed */
 	q->edns_flags = bpf_ntohs(opt->flags);
 	return 0;

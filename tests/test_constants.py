@@ -32,6 +32,7 @@ SERVER_C = c_defines(BPF_INCLUDE / "server.h")
     ("MAX_ADDRS", dns_records.MAX_ADDRS),
     ("MAX_RECORDS", dns_records.MAX_RECORDS),
     ("MAX_QUERY_LEN", dns_answers.MAX_QUERY_LEN),
+    ("MAX_EDNS_OPTIONS", dns_answers.MAX_EDNS_OPTIONS),
     ("MAX_LABEL_LEN", dns_answers.MAX_LABEL_LEN),
     ("EDNS_PAYLOAD", dns_answers.EDNS_PAYLOAD),
     ("DNS_PORT", dns_answers.DNS_PORT),

@@ -37,7 +37,8 @@ from bpflab.packets import (
 )
 
 DNS_PORT = 53
-MAX_QUERY_LEN = 512  # UDP bytes, as in xdp_dns.c
+MAX_QUERY_LEN = 512  # UDP bytes, as in dns.h
+MAX_EDNS_OPTIONS = 8  # options walked in an OPT record, as in dns.h
 MAX_LABEL_LEN = 63
 EDNS_PAYLOAD = 1232
 REPLY_TTL = 64
@@ -171,9 +172,22 @@ def _parse(frame: bytes, ipv4: str, ipv6: str, mac: str) -> _Query | None:
     opt = frame[l4 + 8 + tail : l4 + 8 + tail + 11]
     if len(opt) < 11 or opt[0] != 0 or opt[1:3] != b"\x00\x29" or opt[5] != 0 or opt[6] != 0:
         return None
-    if tail + 11 + struct.unpack("!H", opt[9:11])[0] != len(message):
+    if tail + 11 + struct.unpack("!H", opt[9:11])[0] != len(message) or not _options_ok(message[tail + 11:]):
         return None
     return _Query(l4, addresses, message, name_len, qtype, struct.unpack("!H", opt[7:9])[0])
+
+
+def _options_ok(options: bytes) -> bool:
+    """An OPT record's options (code, length, data) fill it exactly, and are at most
+    MAX_EDNS_OPTIONS: anything else gets FORMERR from a full server, or is left to it."""
+    at = 0
+    for _ in range(MAX_EDNS_OPTIONS):
+        if at == len(options):
+            return True
+        if at + 4 > len(options):
+            return False
+        at += 4 + struct.unpack("!H", options[at + 2 : at + 4])[0]
+    return at == len(options)
 
 
 _RRSETS: dict[int, tuple[dns_records.Records, dict]] = {}

@@ -228,6 +228,15 @@ def test_damaged_queries_pass(server: Program, records: Records) -> None:
     with_edns = bytearray(dns.message.make_query("www.lab.example", "A", use_edns=0).to_wire())
     with_edns[-2:] = b"\0\x08"  # the OPT record's RDLENGTH: 8 bytes that are not there
     expect_pass(server, dns_answers.wrap(bytes(with_edns)), "an OPT record whose data runs past the end")
+    # Options that lie about their lengths: a full server answers FORMERR, so the fast path passes.
+    cookie = dns.edns.GenericOption(10, b"clientck")
+    lying = dns.message.make_query("www.lab.example", "A", use_edns=0, options=[cookie]).to_wire()
+    lying = lying.replace(b"\x00\x0a\x00\x08", b"\x00\x0a\x57\x08")
+    expect_pass(server, dns_answers.wrap(lying), "an OPT record whose cookie claims 0x5708 bytes of its 12")
+    short = bytearray(dns.message.make_query("www.lab.example", "A", use_edns=0).to_wire())
+    short[-2:] = b"\0\x03"  # RDLENGTH 3: too short for any option's code and length
+    short += b"\x00\x0a\x00"
+    expect_pass(server, dns_answers.wrap(bytes(short)), "an OPT record of 3 bytes of options")
     for ipv6 in (False, True):
         frame = query_frame("www.lab.example", "A", ipv6=ipv6)
         for change in (-4, 4):  # the UDP length says less, or more, than the IP payload holds
