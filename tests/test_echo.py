@@ -51,9 +51,17 @@ def test_fix_checksums_makes_a_mutated_request_valid_again():
     assert echo.expected_reply(bytes(frame), SERVER_IPV4, SERVER_IPV6) is not None
 
 
-def test_same_reply_accepts_only_the_two_zeros_of_a_checksum():
-    assert echo.same_reply(b"\x01\x00\x00\x02", b"\x01\xff\xff\x02")
-    assert not echo.same_reply(b"\x01\x00\x01\x02", b"\x01\xff\xff\x02")
+def test_same_reply_accepts_only_the_two_zeros_of_the_icmp_checksum():
+    """0x0000 for 0xffff in the ICMP checksum (v4 or v6), and nowhere else in the frame."""
+    for request in (packets.icmp_echo_v4(0, ident=0, seq=0), packets.icmp_echo_v6(0, ident=0, seq=0)):
+        reply = bytearray(echo.expected_reply(raw(request), SERVER_IPV4, SERVER_IPV6))
+        at = echo.icmp_checksum_offset(bytes(reply))
+        other = bytearray(reply)
+        other[at : at + 2] = b"\xff\xff" if reply[at : at + 2] == b"\0\0" else b"\0\0"
+        assert echo.same_reply(bytes(other), bytes(reply)) == (reply[at : at + 2] in (b"\0\0", b"\xff\xff"))
+        moved = bytearray(reply)
+        moved[at - 2 : at] = b"\xff\xff" if reply[at - 2 : at] == b"\0\0" else b"\0\0"  # type and code
+        assert not echo.same_reply(bytes(moved), bytes(reply))
     assert not echo.same_reply(b"\x01\x02", b"\x01\x02\x03")
 
 
