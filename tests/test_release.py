@@ -152,3 +152,19 @@ def test_building_again_keeps_the_students_work(tmp_path):
     assert kept == ["kept your labs/hello-xdp/hello_xdp.c",
                     "kept your labs/xdp-icmp/xdp_icmp_echo.c; the course's new version is "
                     "labs/xdp-icmp/xdp_icmp_echo.new.c"]
+
+
+def test_a_release_without_a_manifest_keeps_only_the_students_areas(tmp_path):
+    """A release built before the manifest existed: changed lab files stay (with the new version
+    beside), the runtime is the course's and is replaced whole."""
+    dest, _ = build(tmp_path / "student")
+    (dest / MANIFEST).unlink()
+    (dest / "labs" / "hello-xdp" / "hello_xdp.c").write_text("/* my work */\n")
+    runtime = dest / "bpflab" / "packets.py"
+    shipped = runtime.read_text()
+    runtime.write_text(shipped + "# an older course's runtime\n")
+    _, kept = build(dest)
+    assert (dest / "labs" / "hello-xdp" / "hello_xdp.c").read_text() == "/* my work */\n"
+    assert runtime.read_text() == shipped
+    assert kept == ["kept your labs/hello-xdp/hello_xdp.c; the course's new version is "
+                    "labs/hello-xdp/hello_xdp.new.c"]

@@ -33,6 +33,7 @@ COURSE_PROGRAMS = ("maps_tour.c",)  # programs in bpf/ that students read and ru
 SOLUTION_TAG = "solution"
 UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 MANIFEST = ".release.json"  # in the release: the digest of every file as shipped
+STUDENT_AREAS = ("labs/", "notebooks/")  # where students edit: what a release without a manifest keeps
 
 
 def ignored(folder: str, names: list[str]) -> set[str]:
@@ -44,7 +45,8 @@ def ignored(folder: str, names: list[str]) -> set[str]:
 def student_notebook(source: Path, dest: Path) -> None:
     """Write `source` (a jupytext .py) as an .ipynb whose solution cells hold only a TODO."""
     notebook = jupytext.read(source)
-    for cell in notebook.cells:
+    for number, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{number}"  # not random: the same course builds the same release
         if SOLUTION_TAG in cell.metadata.get("tags", []):
             first = cell.source.splitlines()[0] if cell.source else ""
             hint = first.lstrip("# ").strip() if first.startswith("#") else "write this step"
@@ -84,14 +86,16 @@ def beside(path: Path) -> Path:
 def update(dest: Path, fresh: Path) -> list[str]:
     """Bring `dest` to the release in `fresh`, touching only files still as they were shipped.
 
-    A release from before the manifest has none: then every file that differs counts as the
-    student's, which keeps too much rather than too little.
+    A release from before the manifest has none: then every differing file where students work
+    (labs/, notebooks/) counts as theirs, which keeps too much rather than too little, and the
+    rest (the runtime, the grader) is the course's, replaced so that it stays one whole.
     """
+    now = shipped_files(fresh)
     try:
         before = json.loads((dest / MANIFEST).read_text())
     except (OSError, ValueError):
-        before = {}
-    now = shipped_files(fresh)
+        before = {name: digest(dest / name) for name in now
+                  if (dest / name).is_file() and not name.startswith(STUDENT_AREAS)}
     kept = []
     for name in sorted(before.keys() - now.keys()):  # files the course no longer ships
         path = dest / name
