@@ -57,7 +57,7 @@ def provisioned(wanted: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    action, wanted = argv[0], profile(argv[1:])
+    action, wanted = (argv or ["help"])[0], profile(argv[1:])
     if action == "check":
         return 0 if provisioned(wanted) else 1
     if action == "write":
