@@ -156,7 +156,7 @@ static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, str
 	struct dnshdr *dns;
 	struct dns_opt *opt;
 	__u8 *tail, *msg_end;
-	__u32 sum;
+	__u32 sum, rdlength;
 	int name_len;
 
 	if (!udp || udp->dest != bpf_htons(DNS_PORT) || udp->source == 0)
@@ -209,7 +209,8 @@ static __always_inline int check_query(struct xdp_md *ctx, struct cursor *c, str
 		return -1;
 	if ((__u8 *)(opt + 1) + bpf_ntohs(opt->rdlength) != msg_end)
 		return -1;
-	if (!edns_options_ok((__u8 *)(opt + 1), bpf_ntohs(opt->rdlength), c->end))
+	rdlength = bpf_ntohs(opt->rdlength); /* the options end where the datagram does: */
+	if (!edns_options_ok(ctx, q->l4_off + q->udp_len - rdlength, rdlength))
 		return -1;                   /* options that lie about their lengths: FORMERR */
 	q->edns = 1;                         /* its options (cookies, ...) are not echoed */
 	q->edns_flags = bpf_ntohs(opt->flags);

@@ -12,8 +12,6 @@
 
 #include <uapi/linux/bpf.h>
 
-#include "parsing.h"
-
 #define DNS_PORT        53
 #define DNS_TYPE_A      1
 #define DNS_TYPE_AAAA   28
@@ -88,29 +86,28 @@ struct dns_opt {
 #define MAX_QUERY_LEN   512    /* UDP bytes of the longest query answered (RFC 1035's limit) */
 #define MAX_EDNS_OPTIONS 8     /* options walked in an OPT record; a query with more is passed */
 
-/* The options of an OPT record: `len` bytes at `opts`, each a 16-bit code, a 16-bit length and
- * that many bytes of data. They must fill the record exactly: a query whose options lie about
- * their lengths gets FORMERR from a full server, so the fast path must not answer it (it
- * passes it, and user space says FORMERR). Returns 1 if they are well formed.
+/* The options of an OPT record: `len` bytes from byte `start` of the frame, each a 16-bit code, a
+ * 16-bit length and that many bytes of data. They must fill the record exactly: a query whose
+ * options lie about their lengths gets FORMERR from a full server, so the fast path must not
+ * answer it (it passes it, and user space says FORMERR). Returns 1 if they are well formed.
  *
- * The walk keeps a plain offset, bounded by MAX_QUERY_LEN before each use, rather than moving
- * a packet pointer by lengths read from the packet: the verifier then knows how far the
- * pointer can be from the packet's start, and accepts the check right before each read. */
-static __always_inline int edns_options_ok(__u8 *opts, __u32 len, void *end)
+ * Each option's head is copied out with bpf_xdp_load_bytes(), which checks the offset itself,
+ * rather than read through a packet pointer moved by lengths read from the packet: the
+ * verifier would have to know how far such a pointer can be from the packet's start, and
+ * Linux 6.1's loses track of it through the copies clang makes of a 32-bit offset. */
+static __always_inline int edns_options_ok(struct xdp_md *ctx, __u32 start, __u32 len)
 {
 	__u32 off = 0, i;
-	__u8 *p;
+	__u8 head[4];                 /* an option's code and length */
 
 	for (i = 0; i < MAX_EDNS_OPTIONS; i++) {
 		if (off == len)
 			return 1;
-		if (off > len || off > MAX_QUERY_LEN)  /* an option ran past the record */
+		if (off > len)        /* the last option ran past the record */
 			return 0;
-		p = opts + off;
-		barrier_var(p);
-		if ((void *)(p + 4) > end)             /* checked right before each read */
-			return 0;
-		off += 4 + ((p[2] << 8) | p[3]);
+		if (bpf_xdp_load_bytes(ctx, start + off, head, sizeof(head)))
+			return 0;     /* past the end of the frame */
+		off += 4 + ((head[2] << 8) | head[3]);
 	}
 	return off == len;
 }
