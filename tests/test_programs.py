@@ -7,6 +7,7 @@ import pytest
 from bpflab.attach import attach, detach_tc, xdp_mode
 from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, load_raw, load_text
 from bpflab.topology import Topology, run_in
+from bpflab.verdicts import XDP_PASS
 
 HEAD = '#include "parsing.h"\n'
 UNCHECKED = HEAD + """int xdp_unchecked(struct xdp_md *ctx)
@@ -49,7 +50,7 @@ def test_wrong_entry_name_is_explained():
 
 
 def test_xdp_attaches_natively_on_veth_and_detaches():
-    fd = load_raw(BPF_PROG_TYPE_XDP, 2, "pass")
+    fd = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "pass")
     from bpflab.attach import attach_xdp, detach_xdp
 
     with Topology() as topo:

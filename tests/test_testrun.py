@@ -9,8 +9,7 @@ from scapy.packet import raw
 
 from bpflab import packets, testrun
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, load_raw
-
-XDP_PASS, XDP_DROP, TC_ACT_SHOT = 2, 1, 2
+from bpflab.verdicts import TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def test_live_frames_mode_sends_real_frames():
     from bpflab.topology import Topology, in_netns, run_in
 
     count = 10_000
-    sender = load_raw(BPF_PROG_TYPE_XDP, 3, "tx")  # XDP_TX
+    sender = load_raw(BPF_PROG_TYPE_XDP, XDP_TX, "tx")
     receiver = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "rx")
     try:
         with Topology(peer_xdp=False) as topo:

@@ -11,6 +11,7 @@ from pathlib import Path
 from bpflab import testrun
 from bpflab.attach import attach_xdp, xdp_mode
 from bpflab.programs import BPF_PROG_TYPE_XDP, ProgramError, load_raw, load_text
+from bpflab.verdicts import XDP_PASS
 
 MIN_KERNEL = (5, 18)  # XDP live-frames test-run, used by the load generator
 PROVISION = "run `make provision` (the project's Ansible playbook)"
@@ -94,12 +95,12 @@ def check_bcc() -> str:
 
 
 def check_testrun() -> str:
-    fd = load_raw(BPF_PROG_TYPE_XDP, 2, "doctor_pass")
+    fd = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "doctor_pass")
     try:
         result = testrun.run(fd, bytes(64))
     finally:
         os.close(fd)
-    if result.verdict != 2:
+    if result.verdict != XDP_PASS:
         raise Problem(f"BPF_PROG_TEST_RUN returned {result.verdict}, expected XDP_PASS (2)")
     return "BPF_PROG_TEST_RUN works"
 
@@ -107,7 +108,7 @@ def check_testrun() -> str:
 def check_native_xdp() -> str:
     from bpflab.topology import Topology
 
-    fd = load_raw(BPF_PROG_TYPE_XDP, 2, "doctor_pass")
+    fd = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "doctor_pass")
     try:
         with Topology(peer_xdp=False) as topo:
             attach_xdp(topo.server.netns, topo.server.ifname, fd, "native")
