@@ -73,7 +73,6 @@ SOURCES_V4 = {"0.1.2.3": False, "127.0.0.1": False, "224.0.0.1": False, "255.255
               SERVER_IPV4: False, "198.51.100.7": True, packets.CLIENT_IPV4: True}
 SOURCES_V6 = {"::": False, "::1": False, "ff02::1": False, "::ffff:192.0.2.1": False,
               SERVER_IPV6: False, "2001:db8:1::7": True, packets.CLIENT_IPV6: True}
-FENCE_ID = 0xFE2C
 
 
 def test_the_oracle_answers_the_sources_the_kernel_answers():
@@ -89,7 +88,7 @@ def test_the_oracle_answers_the_sources_the_kernel_answers():
             run_in(server.netns, ["ip", "neigh", "replace", source, "lladdr", client.mac,
                                   "nud", "permanent", "dev", server.ifname])
         to_server = Ether(src=client.mac, dst=server.mac)
-        fence = raw(to_server / IP(src=client.ipv4, dst=server.ipv4) / ICMP(id=FENCE_ID))
+        fence = raw(to_server / IP(src=client.ipv4, dst=server.ipv4) / ICMP(id=echo.FENCE_ID))
         requests = {source: to_server / IP(src=source, dst=server.ipv4) / ICMP(id=1) / packets.payload(8)
                     for source in SOURCES_V4}
         requests |= {source: to_server / IPv6(src=source, dst=server.ipv6) / ICMPv6EchoRequest(id=1)
@@ -97,15 +96,10 @@ def test_the_oracle_answers_the_sources_the_kernel_answers():
         with Wire(client.netns, client.ifname) as wire:
             for source, request in requests.items():
                 frame = raw(request)
-                kernel = any(is_reply(f) for f in wire.unanswered(frame, fence, is_fence_reply))
+                kernel = any(is_reply(f) for f in wire.unanswered(frame, fence, echo.is_fence_reply))
                 oracle = echo.expected_reply(frame, server.ipv4, server.ipv6, server.mac) is not None
                 assert oracle == {**SOURCES_V4, **SOURCES_V6}[source], source
                 assert kernel or not oracle, f"the oracle answers {source}, which the kernel does not"
-
-
-def is_fence_reply(frame: bytes) -> bool:
-    packet = Ether(frame)
-    return ICMP in packet and packet[ICMP].type == 0 and packet[ICMP].id == FENCE_ID
 
 
 def is_reply(frame: bytes) -> bool:

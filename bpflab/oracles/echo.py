@@ -187,3 +187,14 @@ def icmp_checksum_offset(frame: bytes) -> int:
     if int.from_bytes(frame[12:14], "big") == 0x86DD:
         return ETH_HLEN + 40 + 2
     return ETH_HLEN + (frame[ETH_HLEN] & 0x0F) * 4 + 2
+
+
+# A test that a frame goes unanswered sends, after it, a request sure to be answered: its reply
+# ends the wait (bpflab.wire.Wire.unanswered), as replies keep their order on a veth.
+FENCE_ID = 0xFE2C  # the ICMP id of that request
+
+
+def is_fence_reply(frame: bytes) -> bool:
+    """The reply to the fence request: an ICMPv4 echo reply with FENCE_ID."""
+    packet = Ether(frame)
+    return ICMP in packet and packet[ICMP].type == 0 and packet[ICMP].id == FENCE_ID

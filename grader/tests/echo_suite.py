@@ -34,7 +34,6 @@ V6_SIZES = (0, 1, 56, 1000, 1452)
 FUZZ_FRAMES = 100_000
 WIRE_FUZZ_FRAMES = 10_000
 FUZZ_SEED = 2026
-FENCE_ID = 0xFE2C  # the ICMP id of the request that ends a wait for silence
 
 
 @pytest.fixture(scope="module")
@@ -328,10 +327,10 @@ def test_frames_for_other_hosts_get_no_reply_on_the_wire(server: Program, servin
             any(is_echo_reply(reply) for reply in wire.exchange(plain, is_echo_reply)),
             "A plain echo request sent over the veth got no reply: this check needs a working server.",
         )
-        fence = packets.icmp_echo_v4(56, ident=FENCE_ID)  # sent after each case: its reply ends the wait
+        fence = packets.icmp_echo_v4(56, ident=echo.FENCE_ID)  # sent after each case: its reply ends the wait
         for what, frame in cases.items():
             before = echo.replies(server)
-            answers = [reply for reply in wire.unanswered(raw(frame), raw(fence), is_fence_reply)
+            answers = [reply for reply in wire.unanswered(raw(frame), raw(fence), echo.is_fence_reply)
                        if is_echo_reply(reply)]
             expect(
                 not answers and echo.replies(server) == (before[0] + 1, before[1]),  # the fence's reply only
@@ -431,12 +430,6 @@ def test_fuzz_over_the_veth(server: Program, serving: Topology) -> None:
     expect(answered > 0, f"None of the {len(sent)} valid echo requests among the fuzzed frames was answered.")
     after = serving.ping(count=5)
     expect(after.received == 5, f"After the fuzzing, ping got {after.received} of 5 replies.\n{after.output}")
-
-
-def is_fence_reply(frame: bytes) -> bool:
-    """The reply to the fence request that follows each frame which must go unanswered."""
-    packet = Ether(frame)
-    return ICMP in packet and packet[ICMP].type == 0 and packet[ICMP].id == FENCE_ID
 
 
 def is_echo_reply(frame: bytes) -> bool:
