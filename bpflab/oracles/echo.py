@@ -194,6 +194,14 @@ def icmp_checksum_offset(frame: bytes) -> int:
 FENCE_ID = 0xFE2C  # the ICMP id of that request
 
 
+def is_echo_reply(frame: bytes) -> bool:
+    """An ICMPv4 type 0 or ICMPv6 type 129 frame: the only kind of frame an echo server sends."""
+    packet = Ether(frame)
+    if ICMP in packet:
+        return packet[ICMP].type == 0
+    return ICMPv6EchoReply in packet
+
+
 def is_fence_reply(frame: bytes) -> bool:
     """The reply to the fence request: an ICMPv4 echo reply with FENCE_ID."""
     packet = Ether(frame)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw, raw
 
@@ -324,14 +324,14 @@ def test_frames_for_other_hosts_get_no_reply_on_the_wire(server: Program, servin
     with Wire(serving.client.netns, serving.client.ifname) as wire:
         plain = raw(packets.icmp_echo_v4(56))
         expect(
-            any(is_echo_reply(reply) for reply in wire.exchange(plain, is_echo_reply)),
+            any(echo.is_echo_reply(reply) for reply in wire.exchange(plain, echo.is_echo_reply)),
             "A plain echo request sent over the veth got no reply: this check needs a working server.",
         )
         fence = packets.icmp_echo_v4(56, ident=echo.FENCE_ID)  # sent after each case: its reply ends the wait
         for what, frame in cases.items():
             before = echo.replies(server)
             answers = [reply for reply in wire.unanswered(raw(frame), raw(fence), echo.is_fence_reply)
-                       if is_echo_reply(reply)]
+                       if echo.is_echo_reply(reply)]
             expect(
                 not answers and echo.replies(server) == (before[0] + 1, before[1]),  # the fence's reply only
                 f"Sent {what} over the veth: {describe(raw(frame))}\nThe program answered it "
@@ -420,7 +420,7 @@ def test_fuzz_over_the_veth(server: Program, serving: Topology) -> None:
         frame
         for frame in received
         if frame not in sent
-        and is_echo_reply(frame)
+        and echo.is_echo_reply(frame)
         and not any(echo.same_reply(frame, reply) for reply in sent if len(reply) == len(frame))
     ]
     expect(
@@ -432,9 +432,3 @@ def test_fuzz_over_the_veth(server: Program, serving: Topology) -> None:
     expect(after.received == 5, f"After the fuzzing, ping got {after.received} of 5 replies.\n{after.output}")
 
 
-def is_echo_reply(frame: bytes) -> bool:
-    """An ICMPv4 type 0 or ICMPv6 type 129 frame: the only kind of frame the program sends."""
-    packet = Ether(frame)
-    if ICMP in packet:
-        return packet[ICMP].type == 0
-    return ICMPv6EchoReply in packet
