@@ -83,7 +83,7 @@ def whole_message(hook: str) -> str:
 def loop_hint(found: re.Match[str], hook: str) -> str:
     return ("give the loop a constant bound (a named limit such as MAX_CSUM_WORDS in checksum.h), not a "
             "length read from the packet, and `break` when the real length is reached (keep the counter "
-            "in a register with barrier_var(i), as csum_add_bytes() does); to sum a whole message use "
+            "in a register with barrier_var(i) from parsing.h); to sum a whole message use "
             f"{whole_message(hook)} from checksum.h")
 
 
