@@ -104,7 +104,7 @@ print(f"the verifier processed {processed:,} instructions to prove it safe: "
 # registers hold what). Every turn of the name loop is walked again, with one more byte
 # proven; every branch splits the walk in two, until a path reaches a state already proven
 # safe and is cut short. So the count of instructions processed is many times the program's
-# length (about two hundred times, for the reference), and that count, not the length, is what
+# length (more than a hundred times, for the reference), and that count, not the length, is what
 # the kernel limits: past 1,000,000 it refuses the program, however short. The loops' bounds
 # weigh most: the name loop's `MAX_NAME_LEN` (128 bytes) and the EDNS options walk's
 # `MAX_EDNS_OPTIONS` (8) multiply the paths; with `MAX_NAME_LEN` at 16, the reference is about
