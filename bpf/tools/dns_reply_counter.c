@@ -1,11 +1,16 @@
 /* dns_reply_counter.c: the load generator's other half, on the client's veth (not a lab).
  *
- * Counts the DNS answers that come back (UDP from port 53) and drops them, so that the
- * client's kernel spends nothing on them; everything else is passed. Used by bpflab.bench
- * to measure the XDP DNS fast path's throughput without any socket in the way.
+ * Counts the DNS answers that come back (UDP from ANSWER_PORT: 53, or NSD's port when the
+ * bench drives NSD) and drops them, so that the client's kernel spends nothing on them;
+ * everything else is passed. Used by bpflab.tools.bench to measure a DNS server's throughput
+ * without any socket on the client's side in the way.
  */
 #include "parsing.h"
 #include "dns.h"
+
+#ifndef ANSWER_PORT
+#define ANSWER_PORT DNS_PORT
+#endif
 
 BPF_PERCPU_ARRAY(replies, __u64, 1);
 
@@ -33,7 +38,7 @@ int dns_reply_counter(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	udp = parse_udphdr(&c);
-	if (!udp || udp->source != bpf_htons(DNS_PORT))
+	if (!udp || udp->source != bpf_htons(ANSWER_PORT))
 		return XDP_PASS;
 	count = replies.lookup(&zero);
 	if (count)

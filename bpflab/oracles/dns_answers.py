@@ -49,12 +49,12 @@ ANSWERS_A, ANSWERS_AAAA = 0, 1  # keys of the `answers` map (2 and 3 count head 
 
 def query_frame(name: str, qtype: str = "A", *, ipv6: bool = False, edns: int | None = None,
                 do: bool = False, options: tuple = (), flags: int = dns.flags.RD,
-                qid: int = 0x1234, sport: int = 33333) -> bytes:
+                qid: int = 0x1234, sport: int = 33333, dport: int = DNS_PORT) -> bytes:
     """A query frame from the client to the server; `edns` is the advertised UDP size."""
     message = dns.message.make_query(name, qtype, use_edns=edns is not None, payload=edns or 0,
                                      want_dnssec=do, options=list(options))
     message.id, message.flags = qid, flags
-    return wrap(message.to_wire(), ipv6=ipv6, sport=sport)
+    return wrap(message.to_wire(), ipv6=ipv6, sport=sport, dport=dport)
 
 
 def wrap(dns_wire: bytes, *, ipv6: bool = False, sport: int = 33333, dport: int = DNS_PORT) -> bytes:

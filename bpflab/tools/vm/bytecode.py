@@ -21,10 +21,12 @@ from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramE
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError
 
 LAB = "xdp-icmp"  # the lab whose reference is attached and pinged
-# Checked by the guest's verifier besides the labs' references: the benchmark's XDP tools, as
-# (file in bpf/tools, entry, cflags). 75 is the length of bench's query frame (www.lab.example, IPv4).
-TOOLS = (("dns_query_generator.c", "dns_query_generator", ("-DQUERY_LEN=75",)),
-         ("dns_reply_counter.c", "dns_reply_counter", ()))
+# Checked by the guest's verifier besides the labs' references: the benchmark's tools, as
+# (file in bpf/tools, entry, hook, cflags). 75 is the length of bench's query frame (www.lab.example,
+# IPv4).
+TOOLS = (("dns_query_generator.c", "dns_query_generator", "xdp", ("-DQUERY_LEN=75",)),
+         ("dns_reply_counter.c", "dns_reply_counter", "xdp", ()),
+         ("helper_cost.c", "helper_cost", "tc", ("-DCALLS=4",)))
 PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
 LD_IMM64, BPF_PSEUDO_MAP_FD = 0x18, 1
 INSN = struct.Struct("<BBhi")  # struct bpf_insn
@@ -42,10 +44,10 @@ class Target:
 
 
 def targets() -> list[Target]:
-    """Every lab's reference, in course order, then the benchmark's XDP tools."""
+    """Every lab's reference, in course order, then the benchmark's tools."""
     labs = [Target(lab.reference, entry, lab.hook, attach=lab.id == LAB)
             for lab in program_labs() for entry in lab.entries]  # a gym: each exercise
-    return labs + [Target(BPF_TOOLS / name, entry, "xdp", cflags) for name, entry, cflags in TOOLS]
+    return labs + [Target(BPF_TOOLS / name, entry, hook, cflags) for name, entry, hook, cflags in TOOLS]
 
 
 class MapInfo(ctypes.Structure):

@@ -10,7 +10,7 @@ in the guest shows native `xdp` (not `xdpgeneric`), and the guest kernel never s
 to "locked tx mode" (what virtio-net does with fewer queue pairs than XDP needs). In the same boot
 the guest's verifier also checks every other program the course ships, loading without attaching
 them: each lab's reference (as BPF_PROG_TYPE_XDP or, at the "tc" hook, BPF_PROG_TYPE_SCHED_CLS) and
-the benchmark's XDP tools in bpf/tools; the run fails if it rejects any.
+the benchmark's tools in bpf/tools; the run fails if it rejects any.
 
     netns vmsmoke-<pid>                            QEMU guest, 2 vCPUs, the suite's kernel
     tap vmsmoke<pid>, multi_queue        <====>    virtio-net-pci, 4 queue pairs (mq=on)
