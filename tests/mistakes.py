@@ -1,7 +1,7 @@
 """The common verifier mistakes, each made once in the xdp-icmp reference, and what must be said.
 
-Used by tests/test_explain.py (through `load()`, as a notebook's load cell does) and
-tests/test_grader.py (through the grader, as `make check` does). Each mistake names the line
+Used by tests/test_explain.py: each through `load()`, as a notebook's load cell does, and one of
+each kind through the grader, as `make check` does. Each mistake names the line
 the student must be shown and words of the hint that says what to change.
 """
 
@@ -69,4 +69,8 @@ MISTAKES = [
     Mistake("7 returned as the verdict", "\t\treturn echo_v6(ctx, &c, eth, me);\n\treturn XDP_PASS;\n}",
             "\t\treturn echo_v6(ctx, &c, eth, me);\n\treturn 7;\n}", "return 7;",
             ("not an XDP action", "XDP_ABORTED"), loads=True),
+    Mistake("a pointer returned as the verdict",
+            "\t\treturn echo_v6(ctx, &c, eth, me);\n\treturn XDP_PASS;\n}",
+            "\t\treturn echo_v6(ctx, &c, eth, me);\n\treturn (long)eth;\n}", "return (long)eth;",
+            ("an address (a pointer)", "XDP_PASS, XDP_TX"), loads=True),
 ]

@@ -15,6 +15,7 @@ import pytest
 
 from bpflab.programs import CompilerWarning, ProgramError, compile_source, load_text
 from bpflab.verdicts import verdict
+from tests.conftest import run_grader, submission_with
 from tests.mistakes import LAB, MISTAKES, Mistake
 
 HEAD = '#include "parsing.h"\n'
@@ -275,6 +276,21 @@ def test_each_common_mistake_in_the_xdp_icmp_reference_is_explained(mistake: Mis
     else:
         shown = refusal(mistake.source(), LAB.hook, LAB.program, LAB.entry).explain()
     assert_points_at(shown, LAB.program, mistake.line, mistake.words)
+
+
+THROUGH_THE_GRADER = ("600 bytes on the stack", "a TC helper at XDP", "a pointer returned as the verdict")
+
+
+@pytest.mark.parametrize("mistake", [m for m in MISTAKES if m.name in THROUGH_THE_GRADER],
+                         ids=lambda m: m.name)
+def test_make_check_explains_a_mistake_as_the_load_cell_does(mistake: Mistake, tmp_path) -> None:
+    """The same words reach `make check`: one mistake of each kind (LLVM's refusal, the
+    verifier's, a warning about a program that loads), graded through the real CLI."""
+    feedback_source[LAB.program] = mistake.source()
+    graded = run_grader(submission_with(tmp_path, LAB.program, mistake.source()), LAB.id, tmp_path)
+    assert graded.exit_code == 0, graded.stderr
+    assert_points_at(graded.stdout, LAB.program, mistake.line, mistake.words)
+    assert "stopped unexpectedly" not in graded.stdout
 
 
 def test_verdicts_that_are_none_are_named() -> None:

@@ -2,8 +2,8 @@
 
 Root may read uninitialised stack, and a verdict that is no verdict is only found when the
 program runs. A small data-flow pass over the disassembly BCC prints finds map keys never
-written on some path (`uninitialised_keys`) and constants returned that are no action of the
-hook (`stray_verdicts`).
+written on some path (`uninitialised_keys`) and constants or addresses returned that are no
+action of the hook (`stray_verdicts`).
 """
 
 from __future__ import annotations
@@ -130,6 +130,76 @@ def returned_constants(insns: dict[int, tuple[bytes, int]]) -> set[tuple[int, in
     return returned
 
 
+# Where a context holds packet pointers (data, data_end, data_meta): struct xdp_md and struct
+# __sk_buff in include/uapi/linux/bpf.h. A load from there gives an address, not a number.
+CONTEXT_POINTERS = {"xdp": {0, 4, 8}, "tc": {76, 80, 140}}
+ADD, SUB, ALU_OP, SIZE_DW = 0x00, 0x10, 0xF0, 0x18
+CONTEXT = -1  # marks the context pointer itself (r1 at entry) and its copies
+# Per register r0..r10, then per stack slot (offset from r10): the instructions that may have put
+# an address there.
+Origins = frozenset[int]
+Pointers = tuple[tuple[Origins, ...], frozenset[tuple[int, Origins]]]
+
+
+def pointer_step(hook: str) -> Callable[[Pointers, int, bytes], Pointers]:
+    """The transfer function of `returned_pointers` for a program of `hook`."""
+    context_fields = CONTEXT_POINTERS.get(hook, set())
+
+    def step(state: Pointers, index: int, code: bytes) -> Pointers:
+        regs, stack = list(state[0]), dict(state[1])
+        opcode, dst, src = code[0], code[1] & 0xF, code[1] >> 4
+        offset = int.from_bytes(code[2:4], "little", signed=True)
+        kind = opcode & 0x07
+        if dst >= REGISTERS or src >= REGISTERS:
+            return state
+        if opcode in (MOV64_REG, MOV32_REG):  # a copy, even truncated to 32 bits, is still an address
+            regs[dst] = (regs[src] & {CONTEXT}) | {index} if regs[src] else frozenset()
+        elif kind in (ALU, ALU64) and opcode & ALU_OP in (ADD, SUB) and regs[dst]:
+            regs[dst] = frozenset({index})  # an address plus or minus a number
+        elif kind == LDX and src == FRAME_POINTER and opcode & SIZE_DW == SIZE_DW:
+            regs[dst] = stack.get(offset, frozenset())  # a spilled register, loaded back
+        elif kind == LDX:
+            loads_address = CONTEXT in regs[src] and offset in context_fields
+            regs[dst] = frozenset({index}) if loads_address else frozenset()
+        elif kind == STX and dst == FRAME_POINTER and opcode & 0xE0 != ATOMIC_MODE:
+            stack[offset] = regs[src] if opcode & SIZE_DW == SIZE_DW else frozenset()
+        elif kind == ST and dst == FRAME_POINTER:
+            stack[offset] = frozenset()
+        elif opcode == CALL:
+            regs[0:6] = [frozenset()] * 6
+            if src == 0 and int.from_bytes(code[4:8], "little") == 1:  # bpf_map_lookup_elem: a map
+                regs[0] = frozenset({index})                            # value's address
+        elif opcode in (MOV64_IMM, MOV32_IMM):
+            regs[dst] = frozenset()
+        elif (register := written_register(code)) is not None and register < REGISTERS:
+            regs[register] = frozenset()
+        return tuple(regs), frozenset((slot, origins) for slot, origins in stack.items() if origins)
+    return step
+
+
+def meet_pointers(a: Pointers, b: Pointers) -> Pointers:
+    """Either path's addresses, in registers and in stack slots."""
+    stack = dict(a[1])
+    for slot, origins in b[1]:
+        stack[slot] = stack.get(slot, frozenset()) | origins
+    return tuple(x | y for x, y in zip(a[0], b[0], strict=True)), frozenset(stack.items())
+
+
+def returned_pointers(insns: dict[int, tuple[bytes, int]], hook: str) -> list[int]:
+    """The exits where the function may return an address (a packet pointer, a map value's, the
+    context): root may, and the hook reads it as a meaningless number. Registers and 8-byte
+    stack slots (spills) are followed."""
+    context = frozenset({CONTEXT})
+    start = ((frozenset(), context, *[frozenset()] * 9), frozenset())
+    states = flow(insns, start, pointer_step(hook), meet_pointers)
+    return sorted(index for index, state in states.items()
+                  if insns[index][0][0] == EXIT and state[0][0] - context)
+
+
+# A `return` of something that is neither a constant, a number nor a call: `return (long)eth;`.
+RETURNS_A_VALUE = re.compile(r"\breturn\s+(?![A-Z_0-9]+\s*;)(?!-?\d+\s*;)(?!\w+\s*\()[^;]+;")
+
+
 def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> list[str]:
     """Constants the entry function returns that are no verdict of its hook (`return 7;`).
 
@@ -146,6 +216,14 @@ def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> 
         line = next((n for n in smap.function_lines(entry) if written.search(smap.lines[n - 1])), None)
         found.append(f"warning: the program returns {verdict(hook, value)}\n"
                      f"at {smap.where(line or smap.line(insns[index][1]))}")
+    actions = ("XDP_PASS, XDP_TX, XDP_DROP" if hook == "xdp"
+               else "TC_ACT_OK, TC_ACT_SHOT, bpf_redirect()'s value")
+    for index in returned_pointers(insns, hook)[:1]:  # one warning says it
+        lines = smap.function_lines(entry)
+        line = next((n for n in lines if RETURNS_A_VALUE.search(smap.lines[n - 1])), None)
+        found.append(f"warning: the program may return an address (a pointer) as its verdict: the hook "
+                     f"reads it as a number that is no action, and the frame is lost. Return one of "
+                     f"{actions}\nat {smap.where(line or smap.line(insns[index][1]))}")
     return found
 
 
