@@ -68,9 +68,19 @@ def floor_ns(hook: str, frame: bytes, repeat: int = TIMING_REPEAT) -> float:
 
 
 def single_run_ns(prog_fd: int, frame: bytes, runs: int) -> float:
-    """Median ns of `runs` calls of one run each: times a path that rewrites the frame (a reply),
-    which repeats cannot, since test-run hands each repeat the frame as the last one left it."""
-    return statistics.median(testrun.run(prog_fd, frame).ns_per_run for _ in range(runs))
+    """ns of one run, from `runs` calls of one run each: times a path that rewrites the frame (a
+    reply), which repeats cannot, since test-run hands each repeat the frame as the last one left
+    it. One call's time comes in the clock's steps (10 ns here), so their median jumps a whole
+    step when the middle call moves; the interquartile mean (of the middle half) moves smoothly
+    and still ignores the calls an interrupt or a cold cache slowed down."""
+    return interquartile_mean([testrun.run(prog_fd, frame).ns_per_run for _ in range(runs)])
+
+
+def interquartile_mean(values: list[float]) -> float:
+    """The mean of the middle half of `values`: as robust to outliers as the median, finer."""
+    ordered = sorted(values)
+    middle = ordered[len(ordered) // 4: len(ordered) - len(ordered) // 4]
+    return statistics.fmean(middle)
 
 
 def single_run_floor_ns(hook: str, frame: bytes, runs: int) -> float:

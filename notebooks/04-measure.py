@@ -72,8 +72,10 @@ else:
 
 # %% [markdown]
 # Two honest ways out: time a path that leaves the frame alone (a miss) over many repeats, or
-# time the answer **one run per call** and take the median of many calls, against a floor (an
-# empty program at the same hook) timed the same way. `bench.testrun_costs` does both:
+# time the answer **one run per call** and average the middle half of many calls (the
+# interquartile mean: the clock ticks in 10 ns steps, and a median would jump a whole step),
+# against a floor (an empty program at the same hook) timed the same way.
+# `bench.testrun_costs` does both:
 
 # %%
 costs = bench.testrun_costs(programs, SIZES)

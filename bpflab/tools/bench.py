@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -166,15 +167,26 @@ class Stage:
     added: float | None
 
 
+STAGE_ROUNDS = 7  # each stage timed this many times, interleaved with the others: the median
+
+
 def stage_costs(programs: dict[str, Program], sizes: Sizes) -> list[Stage]:
-    """Where each program's time goes, stage by stage (pass paths, `sizes.repeats` repeats)."""
+    """Where each program's time goes, stage by stage (pass paths, `sizes.repeats` repeats). A
+    stage adds a few ns, about what one timing drifts by, so every frame is timed in
+    STAGE_ROUNDS interleaved rounds, each above a floor timed beside it, and the median kept."""
     stages = []
     for lab_id, frames in stage_frames().items():
-        program, before = programs[lab_id], 0.0
-        for stage, frame, follows in frames:
-            floor = measure.floor_ns(program.hook, frame, sizes.repeats)
-            cost = measure.testrun_ns(program.fd, frame, sizes.repeats) - floor
-            stages.append(Stage(lab_id, stage, cost, cost - before if follows and before else None))
+        program = programs[lab_id]
+        rounds: list[list[float]] = [[] for _ in frames]
+        for _ in range(STAGE_ROUNDS):
+            for samples, (_, frame, _) in zip(rounds, frames, strict=True):
+                floor = measure.floor_ns(program.hook, frame, sizes.repeats)
+                samples.append(measure.testrun_ns(program.fd, frame, sizes.repeats) - floor)
+        before = None
+        for samples, (stage, _, follows) in zip(rounds, frames, strict=True):
+            cost = statistics.median(samples)
+            added = cost - before if follows and before is not None else None
+            stages.append(Stage(lab_id, stage, cost, added))
             before = cost
     return stages
 
