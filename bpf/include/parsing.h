@@ -131,14 +131,20 @@ static __always_inline struct udphdr *parse_udphdr(struct cursor *c)
 	return udp;
 }
 
-/* Swap the two MAC addresses of a frame in place: the first step of any reply. */
+/* Swap the two MAC addresses of a frame in place: the first step of any reply. In 16-bit
+ * words, three each way: __builtin_memcpy of a byte array copies byte by byte (clang cannot
+ * assume more alignment), which costs three times the instructions. */
 static __always_inline void swap_macs(struct ethhdr *eth)
 {
-	__u8 tmp[ETH_ALEN];
+	__u16 *dest = (__u16 *)eth->h_dest, *source = (__u16 *)eth->h_source, word;
+	int i;
 
-	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+#pragma unroll
+	for (i = 0; i < ETH_ALEN / 2; i++) {
+		word = dest[i];
+		dest[i] = source[i];
+		source[i] = word;
+	}
 }
 
 /* Is a frame addressed to our own MAC? XDP and TC also see frames for other hosts (on a
@@ -147,10 +153,9 @@ static __always_inline void swap_macs(struct ethhdr *eth)
  * come from a group address: leave those to the kernel. */
 static __always_inline int eth_to_me(const struct ethhdr *eth, const __u8 mine[ETH_ALEN])
 {
-	const __u8 *dest = eth->h_dest;
+	const __u16 *dest = (const __u16 *)eth->h_dest, *own = (const __u16 *)mine;
 
-	return dest[0] == mine[0] && dest[1] == mine[1] && dest[2] == mine[2] &&
-	       dest[3] == mine[3] && dest[4] == mine[4] && dest[5] == mine[5];
+	return dest[0] == own[0] && dest[1] == own[1] && dest[2] == own[2]; /* 16 bits at a time */
 }
 
 /* Should a server answer this IPv4 source itself? Not loopback (127/8), multicast (224/4) or
