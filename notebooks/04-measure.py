@@ -124,11 +124,11 @@ for lab, (ns, runs) in stats.items():
 # ## 4 · Throughput: XDP against NSD and Python
 #
 # dnsperf (a user-space client) against the XDP fast path, NSD and the Python server. In the
-# course's repository a fourth figure follows: the fast path fed by an in-kernel load
-# generator, test-run's live-frames mode sending copies of a query out of the client's veth,
-# where an XDP program counts the answers and drops them. The student release leaves the
+# course's repository two more figures follow: the fast path and NSD fed by the same in-kernel
+# load generator, test-run's live-frames mode sending copies of a query out of the client's
+# veth, where an XDP program counts the answers and drops them. The student release leaves the
 # bench's own tools out, this generator with them: there the cell says so and measures the
-# other three, and the recorded run in part 5 has the generator's figure.
+# other three, and the recorded run in part 5 has the generator's figure for the fast path.
 #
 # The plot has one bar per server and load generator: the queries answered per second (log
 # scale), labelled with the CPU cores busy meanwhile, out of all the machine's.
@@ -152,7 +152,8 @@ for program in programs.values():
 # work for every query sent and every answer received, on the same cores as the server, cost
 # far more per query than the XDP answer. Only the in-kernel generator, which skips sockets
 # and packet buffers at both ends, shows what the fast path can do (in part 5's plot if not in
-# yours). The Python server is limited by one interpreter. (While your xdp-dns program answers
+# yours); fed the same frames, NSD answers about a tenth as many per busy core, behind the
+# kernel's UDP stack and a socket. The Python server is limited by one interpreter. (While your xdp-dns program answers
 # nothing, its bar is the Python server too, with every query passed to it.) The full
 # benchmark, `python -m bpflab.tools.bench`, measures the same with longer runs and prints each
 # figure beside its baseline and target, as in part 5's table.
