@@ -36,6 +36,7 @@ class Mistake:
     words: tuple[str, ...]  # words the feedback must contain
     loads: bool = False  # the kernel accepts it: the warning, not a refusal, must say it
     extra: str = ""  # code added after the includes
+    not_words: tuple[str, ...] = ()  # words that would send the student after a non-problem
 
     def source(self) -> str:
         assert self.old in REFERENCE, f"{self.name}: the reference changed, update the mistake"
@@ -54,7 +55,7 @@ MISTAKES = [
             "for (__u32 i = 0; i < len / 2; i++) {", ("constant bound", "csum_add_xdp"), extra=LENGTH_LOOP),
     Mistake("600 bytes on the stack", "\t__u32 key = 0;\n",
             "\t__u32 key = 0;\n\tvolatile __u8 buf[600];\n\n\tbuf[ctx->rx_queue_index % 600] = 1;\n",
-            "volatile __u8 buf[600];", ("512 bytes", "per-CPU array")),
+            "volatile __u8 buf[600];", ("512 bytes", "per-CPU array"), not_words=("how big is it",)),
     Mistake("uninitialised map key", "\t__u32 key = 0;\n", "\t__u32 key;\n",
             "struct server_addrs *me = server.lookup(&key);", ("not written on every path", "__u32 key = 0;"),
             loads=True),

@@ -276,6 +276,7 @@ def test_each_common_mistake_in_the_xdp_icmp_reference_is_explained(mistake: Mis
     else:
         shown = refusal(mistake.source(), LAB.hook, LAB.program, LAB.entry).explain()
     assert_points_at(shown, LAB.program, mistake.line, mistake.words)
+    assert not [word for word in mistake.not_words if word in shown], shown
 
 
 THROUGH_THE_GRADER = ("600 bytes on the stack", "a TC helper at XDP", "a pointer returned as the verdict")

@@ -60,6 +60,7 @@ ARRAY = re.compile(r"^\s*(?:volatile\s+|const\s+|unsigned\s+)*(?P<type>\w+)\s+(?
 
 
 STRUCT_LOCAL = re.compile(r"^\s+struct\s+\w+\s+\w+\s*(=|;|\[)")
+STACK_LIMIT = 512  # bytes of stack a BPF program may use
 
 
 def largest_locals(smap: SourceMap, function: str = "") -> list[str]:
@@ -74,6 +75,8 @@ def largest_locals(smap: SourceMap, function: str = "") -> list[str]:
             found.append((size, f"{smap.where(number)}    <- {size} bytes on the stack"))
         elif STRUCT_LOCAL.match(text):
             found.append((0, f"{smap.where(number)}    <- a whole struct on the stack: how big is it?"))
+    if any(size > STACK_LIMIT for size, _ in found):  # one array is too big alone: that is the one
+        found = [(size, line) for size, line in found if size > STACK_LIMIT]
     return [line for _, line in sorted(found, key=lambda item: -item[0])[:3]]
 
 
