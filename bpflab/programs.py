@@ -78,6 +78,17 @@ class CompilerWarning(UserWarning):
     """A program that loads but will misbehave: clang or the course's own checks say where."""
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A CompilerWarning shows its own text alone (the student's line and what to change), not
+    the Python file and line that loaded the program; other warnings as Python shows them."""
+    if issubclass(category, CompilerWarning):
+        return f"{message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
+
+
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[list[str]]:
     """Capture what C code (libclang, libbpf) writes on fd 2, and on fd 1 too (BCC prints some of
@@ -157,6 +168,16 @@ class Program:
     attachments: list[Callable[[], None]] = field(default_factory=list)  # what detaches it, each
     warnings: list[str] = field(default_factory=list)  # what will misbehave, and where
     owns_module: bool = True  # False when it shares its compiled module with other programs
+
+    def loaded(self) -> str:
+        """What a notebook says once the program is in: loaded, and whether warnings above it say
+        that it will still misbehave (a loaded program is not yet a right one)."""
+        said = f"{self.name}() passed the verifier and is loaded at {self.hook} as program fd {self.fd}"
+        if not self.warnings:
+            return said
+        many = len(self.warnings) > 1
+        count = f"the {len(self.warnings)} warning{'s' if many else ''} above say{'' if many else 's'}"
+        return f"{said}; but {count} what it will get wrong"
 
     def table(self, name: str):
         """A map of the program, by the name it has in the C source."""

@@ -102,7 +102,7 @@ display(Code((BPF_INCLUDE / "parsing.h").read_text(), language="c"))
 
 # %%
 program = load(source, lab.entry, lab.hook)
-print(f"{program.name}() passed the verifier and is loaded in the kernel as program fd {program.fd}")
+print(program.loaded())
 
 # %% [markdown]
 # ## 3 · A network of our own

@@ -232,7 +232,7 @@ source = lab.source()
 print(f"{lab.title}\nfile: {source.name}, entry: {lab.entry}(), hook: {lab.hook}")
 display(Code(source.read_text(), language="c"))
 program = load(source, lab.entry, lab.hook)
-print(f"{program.name}() passed the verifier and is loaded as program fd {program.fd}")
+print(program.loaded())
 
 # %% [markdown]
 # The program does not know its own addresses: the loader puts them in the `server` map before

@@ -195,7 +195,7 @@ print(verifier_says(FIXED, "broken", "tc", "broken.c"))
 # %%
 program = load(source, lab.entry, lab.hook)
 echo.configure(program, SERVER_IPV4, SERVER_IPV6)
-print(f"{program.name}() passed the verifier; loaded at {program.hook} as program fd {program.fd}")
+print(program.loaded())
 
 # %% [markdown]
 # Now one echo request through test-run. A TC program that answers returns `TC_ACT_REDIRECT`

@@ -153,8 +153,9 @@ for program in programs.values():
 # far more per query than the XDP answer. Only the in-kernel generator, which skips sockets
 # and packet buffers at both ends, shows what the fast path can do (in part 5's plot if not in
 # yours); fed the same frames, NSD answers about a tenth as many per busy core, behind the
-# kernel's UDP stack and a socket. The Python server is limited by one interpreter. (While your xdp-dns program answers
-# nothing, its bar is the Python server too, with every query passed to it.) The full
+# kernel's UDP stack and a socket. The Python server is limited by one interpreter. (While
+# your xdp-dns program answers nothing, its bar is the Python server too, with every query
+# passed to it.) The full
 # benchmark, `python -m bpflab.tools.bench`, measures the same with longer runs and prints each
 # figure beside its baseline and target, as in part 5's table.
 
