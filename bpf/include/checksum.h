@@ -41,8 +41,8 @@
 #include <uapi/linux/bpf.h>
 #include "parsing.h" /* barrier_var */
 
-/* The longest stretch csum_add_bytes() reads from the packet: a 20-byte IPv4 header, the 32
- * bytes of two IPv6 addresses. A named bound lets the verifier see that the loop ends. */
+/* The longest stretch csum_add_bytes() reads from the packet, in 16-bit words: a 20-byte IPv4
+ * header, the 32 bytes of two IPv6 addresses. Its loop's named bound, which clang unrolls. */
 #define MAX_CSUM_WORDS 32
 /* The longest message summed: a 1500-byte MTU. */
 #define MAX_CSUM_LEN 1500
