@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bpflab.tools.toolchain import SUITES
+from bpflab.tools import SUITES
 
 
 def main(argv: list[str] | None = None) -> int:

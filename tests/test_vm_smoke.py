@@ -19,8 +19,8 @@ from pyroute2 import IPRoute, netns
 
 from bpflab.course.labs import ROOT, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS
+from bpflab.tools import SUITES
 from bpflab.tools.vm.bytecode import PROG_TYPES, targets
-from bpflab.tools.vm.image import SUITES
 from bpflab.tools.vm.qemu import cleanup_stale
 from bpflab.tools.vm.smoke import LOCKED_TX, check
 from bpflab.topology import PingResult

@@ -43,10 +43,10 @@ from pathlib import Path
 
 from bpflab.course.labs import ROOT, all_labs
 from bpflab.processes import die_with_parent
+from bpflab.tools import SUITES
 
 CACHE = Path("/var/cache/bpflab/toolchains")
 MIRROR = "http://deb.debian.org/debian"
-SUITES = ("bookworm", "trixie")  # Debian 12 and 13: the releases the playbook supports (vm-smoke too)
 # What a fresh Debian machine has that minbase lacks, and the README's commands need.
 PACKAGES = ("make", "ca-certificates")
 COURSE = "/srv/bpflab"  # where the checkout is copied, inside the root

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpflab import libbpf
 from bpflab.course.labs import BPF_TOOLS, program_labs
 from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError
@@ -59,9 +60,8 @@ class MapInfo(ctypes.Structure):
 
 
 def map_info(fd: int) -> MapInfo:
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
     info, size = MapInfo(), ctypes.c_uint32(ctypes.sizeof(MapInfo))
-    if libbpf.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+    if libbpf.lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
         raise SmokeError(f"cannot read the map of fd {fd}")
     return info
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from bpflab.tools.vm.common import CACHE, GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError, say
 
 GUEST_FILES = Path(__file__).resolve().parent / "guest"
-SUITES = {"bookworm": "Debian 12, Linux 6.1", "trixie": "Debian 13, Linux 6.12"}  # guest kernels
 # What the guest needs: a kernel and an initrd that mounts the root disk, iproute2, and the
 # loader's python3 and libbpf1. (minbase already has tar, mount and dmesg.)
 PACKAGES = ("linux-image-amd64", "initramfs-tools", "kmod", "udev", "iproute2", "python3", "libbpf1")

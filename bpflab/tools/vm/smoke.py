@@ -47,9 +47,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from bpflab.processes import die_with_parent, restore_sigterm, signals_held, sigterm_interrupts
+from bpflab.tools import SUITES
 from bpflab.tools.vm.bytecode import INSN, describe, targets
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, SmokeError, say
-from bpflab.tools.vm.image import SUITES, guest_image, run_disk
+from bpflab.tools.vm.image import guest_image, run_disk
 from bpflab.tools.vm.qemu import QUEUES, Run, boot, cleanup_stale, make_netns
 from bpflab.topology import PingResult, run_in
 
