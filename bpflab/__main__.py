@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.port, args.root)
     if args.command == "cleanup":
+        from bpflab import cgroups
         from bpflab.topology import cleanup_stale, command_of, live_runs
 
         live = live_runs()
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"removing {name}, of a run still alive: pid {pid}, {command_of(pid)}")
         removed = cleanup_stale(everything=args.all)
         print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+        groups = cgroups.cleanup_stale()  # sock_ops programs' cgroups of runs that are gone
+        if groups:
+            print(f"removed {len(groups)} cgroup(s): {' '.join(group.name for group in groups)}")
         if live and not args.all:
             pids = " ".join(map(str, sorted(set(live.values()))))
             print(f"kept {len(live)} of runs still alive (pids {pids}); `cleanup --all` removes those too")

@@ -34,6 +34,15 @@ def obj_get(path: str) -> int:
     return _check(lib().bpf_obj_get(path.encode()), f"cannot open {path}")
 
 
+def prog_attach(prog_fd: int, target_fd: int, attach_type: int) -> None:
+    """Attach a program to a target that is not an interface (a cgroup's directory fd)."""
+    _check(lib().bpf_prog_attach(prog_fd, target_fd, attach_type, 0), "cannot attach the program")
+
+
+def prog_detach(prog_fd: int, target_fd: int, attach_type: int) -> None:
+    _check(lib().bpf_prog_detach2(prog_fd, target_fd, attach_type), "cannot detach the program")
+
+
 def map_update(fd: int, key: bytes, value: bytes) -> None:
     _check(lib().bpf_map_update_elem(fd, key, value, 0), "map update failed")
 

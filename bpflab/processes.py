@@ -34,6 +34,12 @@ def die_with_parent(parent: int | None = None) -> None:
         os._exit(1)
 
 
+def pid_namespace() -> int:
+    """This process's PID namespace (the inode number of /proc/self/ns/pid): a pid in a name
+    (of a cgroup, say) means something only in the namespace that wrote it."""
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -230,7 +230,7 @@ class Compiled:
 
         found = [*compiler_warnings(self.log, self.smap), *uninitialised_keys(self.log, self.smap, entry),
                  *stray_verdicts(self.log, self.smap, self.hook, entry)]
-        prog_type = BPF.XDP if self.hook == "xdp" else BPF.SCHED_CLS
+        prog_type = {"xdp": BPF.XDP, "tc": BPF.SCHED_CLS, "sock_ops": BPF.SOCK_OPS}[self.hook]
         with captured_stderr() as verifier:
             try:
                 fn = self.bpf.load_func(entry.encode(), prog_type)
@@ -282,7 +282,7 @@ def compile_source(source: Path, hook: str, cflags: tuple[str, ...] = ()) -> Com
 
 
 def load(source: Path, entry: str, hook: str, cflags: tuple[str, ...] = ()) -> Program:
-    """Compile `source` with BCC and load `entry` at `hook` ("xdp" or "tc").
+    """Compile `source` with BCC and load `entry` at `hook` ("xdp", "tc" or "sock_ops").
 
     Raises ProgramError with the decisive compiler or verifier lines on failure; warns
     (CompilerWarning) about what will misbehave though it loads.

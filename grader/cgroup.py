@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bpflab.processes import pid_alive
+from bpflab.processes import pid_alive, pid_namespace
 
 MEMORY_LIMIT = 1 << 30  # a graded run (pytest, scapy, BCC) peaks near 300 MB
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -31,11 +31,6 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 NAME = re.compile(r"^bpflab-grade-(\d+)-(\d+)-\d+$")
 REMOVE_SECONDS = 30  # killed processes leave the cgroup once reaped: a moment, more on a loaded machine
 _counter = itertools.count()
-
-
-def pid_namespace() -> int:
-    """This process's PID namespace (the inode number of /proc/self/ns/pid)."""
-    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def is_stale(name: str) -> bool:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpflab import topology
+from bpflab import cgroups, topology
 from bpflab.course.labs import ROOT, Lab
 from grader import cgroup
 from grader.cgroup import MEMORY_LIMIT, MemoryCgroup
@@ -70,6 +70,7 @@ def prepare() -> None:
     """Remove what killed graders left: namespaces and cgroups of processes that are gone."""
     topology.cleanup_stale()
     cgroup.cleanup_stale()
+    cgroups.cleanup_stale()
 
 
 def grade(lab: Lab, submission: Path, limits: Limits = Limits(), hidden: bool = True,

@@ -206,6 +206,8 @@ def stray_verdicts(compile_log: str, smap: SourceMap, hook: str, entry: str) -> 
     The kernel loads such a program, and drops what it returns them for (XDP), or lets the
     next filter decide (TC): a mistake only the behaviour would show, late.
     """
+    if hook not in ("xdp", "tc"):  # sock_ops and its like: the return value is no verdict
+        return []
     insns = disassembly(compile_log, entry)
     names = XDP_VERDICTS if hook == "xdp" else TC_VERDICTS
     found = []

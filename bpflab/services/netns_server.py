@@ -11,23 +11,30 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bpflab.processes import die_with_parent, stop
 
+if TYPE_CHECKING:
+    from bpflab.cgroups import ProgramCgroup
+
 
 class NetnsServer:
-    """A server process in netns `netns`, its output in `log`; ready once `ready` is logged.
+    """A server process in netns `netns`, its output in `log`; ready once `ready` is logged; in
+    `cgroup` if one is given (a sock_ops program's, bpflab.cgroups), from its first instruction.
 
     Start it from the thread that stays alive (the main thread): the death signal follows the
     thread that forked it.
     """
 
     def __init__(self, netns: str, argv: Sequence[str], log: Path, ready: str,
-                 timeout: float = 20) -> None:
+                 timeout: float = 20, cgroup: ProgramCgroup | None = None) -> None:
         self.log = Path(log)
+        self.name = argv[0]
+        command = ["ip", "netns", "exec", netns, *argv]
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                ["ip", "netns", "exec", netns, *argv], stdout=out, stderr=subprocess.STDOUT,
+                cgroup.argv(command) if cgroup else command, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
             )
         self._wait_for(ready, timeout)
@@ -55,7 +62,7 @@ class NetnsServer:
     def _wait_for(self, ready: str, timeout: float) -> None:
         if not self.wait_until(lambda output: ready in output, timeout):
             self.stop()
-            raise RuntimeError(f"{self.process.args[4]} did not start:\n{self.output()[-2000:]}")
+            raise RuntimeError(f"{self.name} did not start:\n{self.output()[-2000:]}")
 
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL if it lingers; always reaped."""
