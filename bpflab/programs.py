@@ -219,8 +219,9 @@ class Compiled:
     log: str  # what BCC printed while compiling: its rewritten program, disassembly, warnings
     smap: SourceMap
 
-    def load(self, entry: str, owns_module: bool = True) -> Program:
-        """Verify and load `entry`; ProgramError says why the verifier refused it.
+    def load(self, entry: str, owns_module: bool = True, hook: str = "") -> Program:
+        """Verify and load `entry` (at `hook`, if not the module's: a file of several programs,
+        each at its own hook, shares its maps); ProgramError says why the verifier refused it.
 
         A program that loads but will misbehave (an uninitialised variable or map key, a
         return value that is no verdict) loads with a CompilerWarning per problem, also kept
@@ -228,9 +229,10 @@ class Compiled:
         """
         from bcc import BPF
 
+        hook = hook or self.hook
         found = [*compiler_warnings(self.log, self.smap), *uninitialised_keys(self.log, self.smap, entry),
-                 *stray_verdicts(self.log, self.smap, self.hook, entry)]
-        prog_type = {"xdp": BPF.XDP, "tc": BPF.SCHED_CLS, "sock_ops": BPF.SOCK_OPS}[self.hook]
+                 *stray_verdicts(self.log, self.smap, hook, entry)]
+        prog_type = {"xdp": BPF.XDP, "tc": BPF.SCHED_CLS, "sock_ops": BPF.SOCK_OPS}[hook]
         with captured_stderr() as verifier:
             try:
                 fn = self.bpf.load_func(entry.encode(), prog_type)
@@ -242,7 +244,7 @@ class Compiled:
         if error and ("Unknown program" in error or "not found" in error):
             raise ProgramError("verify", f"{name} has no function called {entry}().")
         if error:
-            feedback = verifier_feedback(verifier[0], self.hook, self.smap, entry)
+            feedback = verifier_feedback(verifier[0], hook, self.smap, entry)
             if "hint:" not in feedback:  # no verifier log (no memory, no permission): BCC's own words
                 feedback = "\n".join([*(line for line in verifier[0].splitlines() if line.startswith("bpf:")),
                                       feedback, error]).strip()
@@ -250,7 +252,7 @@ class Compiled:
                                feedback, verifier[0])
         for text in found:
             warnings.warn(text, CompilerWarning, stacklevel=3)
-        return Program(bpf=self.bpf, name=entry, hook=self.hook, fd=fn.fd, source=self.source,
+        return Program(bpf=self.bpf, name=entry, hook=hook, fd=fn.fd, source=self.source,
                        warnings=found, owns_module=owns_module)
 
 

@@ -15,7 +15,8 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 GRADER_TESTS = ROOT / "grader" / "tests"
 HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
 ANSWER_KEYS = ROOT / "answer_keys"  # question sets' references: never in the release either
-HOOKS = ("xdp", "tc")
+HOOKS = ("xdp", "tc")  # a lab's main hook
+PART_HOOKS = (*HOOKS, "sock_ops")  # where a part of a several-program lab may run (tcp-state)
 KINDS = ("program", "gym", "questions")  # a BPF program to write, a file of exercises, or questions
 
 
@@ -32,6 +33,7 @@ class Lab:
     hook: str = ""  # a program's hook: "xdp" or "tc"
     hidden_points: int = 0  # the part of `points` graded by instructor-only tests
     kind: str = "program"  # "gym": several programs in one file; "questions": answers, no program
+    parts: tuple[tuple[str, str], ...] = ()  # (entry, hook) of each program of a several-program lab
 
     @property
     def is_program(self) -> bool:
@@ -41,11 +43,17 @@ class Lab:
     @property
     def entries(self) -> list[str]:
         """Every entry function the reference defines: a gym's exercises, or the one entry."""
+        if self.parts:
+            return [entry for entry, _ in self.parts]
         if self.kind != "gym":
             return [self.entry]
         from bpflab.gym import exercises  # late: the gym module loads programs, which read labs
 
         return [exercise.entry for exercise in exercises(self.reference.read_text())]
+
+    def hook_of(self, entry: str) -> str:
+        """The hook an entry function runs at: its part's, or the lab's."""
+        return dict(self.parts).get(entry, self.hook)
 
     @property
     def folder(self) -> Path:
@@ -87,11 +95,14 @@ def load_lab(lab_id: str) -> Lab:
         known = ", ".join(lab.id for lab in all_labs()) or "none"
         raise KeyError(f"no lab called {lab_id!r} (known labs: {known})")
     data = tomllib.loads(manifest.read_text())
-    lab = Lab(**data)
+    lab = Lab(**{**data, "parts": tuple(data.get("parts", {}).items())})  # frozen: a tuple, not a dict
     if lab.id != lab_id or lab.kind not in KINDS:
         raise ValueError(f"{manifest}: id must be {lab_id!r} and kind one of {KINDS}")
     if lab.is_program and (lab.hook not in HOOKS or not lab.entry):
         raise ValueError(f"{manifest}: a program lab needs an entry and a hook, one of {HOOKS}")
+    if lab.parts and (lab.kind != "program" or lab.parts[0] != (lab.entry, lab.hook)
+                      or not {hook for _, hook in lab.parts} <= set(PART_HOOKS)):
+        raise ValueError(f"{manifest}: parts name entries and hooks ({PART_HOOKS}), the entry's first")
     if not lab.is_program and not lab.program.endswith(".toml"):
         raise ValueError(f"{manifest}: a question set's answers are a .toml file")
     return lab

@@ -34,6 +34,12 @@ TC_ONLY = {
     "bpf_skb_vlan_push": "write the VLAN header yourself after bpf_xdp_adjust_head()",
     "bpf_tcp_sock": "XDP runs before the socket layer; bpf_skc_lookup_tcp() finds the socket",
 }
+SOCK_OPS_HAS = {  # at sock_ops the socket is the context itself
+    "bpf_skc_lookup_tcp": "at sock_ops the socket is the context: read skops->state, skops->remote_ip4 ...",
+    "bpf_sk_lookup_tcp": "at sock_ops the socket is the context: read skops->state, skops->remote_ip4 ...",
+    "bpf_tcp_sock": "at sock_ops the connection's figures are fields of the context: skops->snd_cwnd, "
+    "skops->srtt_us, skops->total_retrans",
+}
 XDP_ONLY = {
     "bpf_xdp_adjust_head": "use bpf_skb_change_head() or bpf_skb_adjust_room()",
     "bpf_xdp_adjust_tail": "use bpf_skb_change_tail()",
@@ -45,6 +51,8 @@ XDP_ONLY = {
 
 def helper_hint(found: re.Match[str], hook: str) -> str:
     name = found["helper"]
+    if hook == "sock_ops" and name in SOCK_OPS_HAS:
+        return f"{name}() is not offered to sock_ops programs: {SOCK_OPS_HAS[name]}"
     other = TC_ONLY if hook == "xdp" else XDP_ONLY
     if name in other:
         return f"{name}() is a helper of {'TC' if hook == 'xdp' else 'XDP'} programs only: {other[name]}"
@@ -95,6 +103,11 @@ def too_large_hint(found: re.Match[str], hook: str) -> str:
 
 
 def context_hint(found: re.Match[str], hook: str) -> str:
+    if hook == "sock_ops":
+        return ("read each field of struct bpf_sock_ops straight from skops into a variable of its own "
+                "(`__u32 port = skops->local_port;`): the verifier rewrites every such read, and refuses one "
+                "through a pointer that was moved or picked by `?:`; write only the fields sock_ops may "
+                "change (reply, sk_txhash)")
     if hook == "tc":
         return ("this field of struct __sk_buff cannot be used this way here: read the fields as their "
                 "declared size, write only those TC may change (mark, priority, tc_index, cb[]), and reach "
@@ -149,7 +162,7 @@ RULES = [
          "clang turned a bounds check into arithmetic on pointers: keep the loop counter a plain "
          "number hidden from the optimiser with barrier_var(i) (parsing.h), and compare pointers "
          "only with data_end"),
-    rule("context-access", r"invalid bpf_context access", context_hint),
+    rule("context-access", r"invalid bpf_context access|dereference of modified ctx ptr", context_hint),
     rule("no-return", r"R0 !read_ok",
          "the entry function must return a verdict on every path: add the missing `return`"),
     rule("unset-register", r"R\d+ !read_ok",

@@ -17,6 +17,7 @@ from bpflab.attach import attach
 from bpflab.course.labs import Lab, load_lab
 from bpflab.gym import Gym, load_gym
 from bpflab.programs import Program, ProgramError, load
+from bpflab.tcp_state import Parts, load_parts
 from bpflab.topology import Topology
 from grader.checks import fail
 
@@ -41,12 +42,12 @@ def lab(request: pytest.FixtureRequest) -> Lab:
 
 
 @pytest.fixture(scope="session")
-def loaded() -> dict[str, Program | ProgramError | Gym]:
+def loaded() -> dict[str, Program | ProgramError | Gym | Parts]:
     """Each lab's program (or gym), or why it failed, by lab id: a lab's suites share it."""
-    programs: dict[str, Program | ProgramError | Gym] = {}
+    programs: dict[str, Program | ProgramError | Gym | Parts] = {}
     yield programs
     for program in programs.values():
-        if isinstance(program, Program | Gym):
+        if not isinstance(program, ProgramError):  # a Program, a Gym or a lab's Parts
             program.close()
 
 
@@ -74,6 +75,17 @@ def gym(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Gym:
         if not source.is_file():
             raise ProgramError("compile", f"The submission has no file called {lab.program}.")
         loaded[lab.id] = load_gym(source, lab.hook)
+    return loaded[lab.id]
+
+
+@pytest.fixture(scope="module")
+def parts(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Parts:
+    """A several-program lab's parts (bpflab.tcp_state), each loaded or refused on its own."""
+    if lab.id not in loaded:
+        source = submitted(request, lab)
+        if not source.is_file():
+            raise ProgramError("compile", f"The submission has no file called {lab.program}.")
+        loaded[lab.id] = load_parts(source, lab)
     return loaded[lab.id]
 
 

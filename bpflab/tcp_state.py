@@ -1,0 +1,229 @@
+"""The tcp-state lab's runtime: its programs, its network, and the kernel's view to check them by.
+
+The lab's file holds several programs, each at its own hook (the lab's `parts`), sharing the
+file's maps: they are compiled once and loaded one by one, and a refused one does not take the
+others down (`load_parts`). `TcpLab` is the lab's network: the client and server namespaces,
+a TCP server inside a cgroup of the run's own (where a sock_ops program sees its sockets), and
+SYN cookies always on in the server's namespace while a shield runs, as its helper needs. The grader's
+suite and the notebook both use it; nothing here knows what a right answer is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scapy.layers.inet import IP, TCP
+from scapy.packet import Raw
+
+from bpflab import testrun
+from bpflab.attach import attach, attach_xdp, detach_tc, detach_xdp
+from bpflab.cgroups import ProgramCgroup
+from bpflab.course.labs import BPF_TOOLS, Lab, load_lab
+from bpflab.oracles import tcp_kernel
+from bpflab.packets import CLIENT_IPV4, SERVER_IPV4, ether
+from bpflab.programs import CompilerWarning, Program, ProgramError, compile_source, load
+from bpflab.services import tcp_service
+from bpflab.services.tcp_service import PORT, TcpServer
+from bpflab.topology import Topology, in_netns, sysctl
+from bpflab.wire import Wire
+
+LAB_ID = "tcp-state"
+# net.ipv4.tcp_syncookies: 1 (the default) sends cookies when the listener's queue overflows; 2
+# always, and only then does bpf_tcp_gen_syncookie() make one (Linux 6.1 to 6.18). With 2 the
+# kernel keeps no request socket for a handshake either: its ACK goes to the listener.
+OVERFLOW_COOKIES, ALWAYS_COOKIES = 1, 2
+FLOOD_NET = "192.0.2.{}"  # spoofed flood sources: addresses of the client's subnet nobody holds
+FLOOD_HOSTS = range(100, 250)
+LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
+
+
+@dataclass
+class Parts:
+    """The programs of one file, by entry: each loaded, or with why not."""
+
+    source: Path
+    programs: dict[str, Program] = field(default_factory=dict)
+    refused: dict[str, ProgramError] = field(default_factory=dict)
+    module: object = None  # the compiled BCC module they share, freed by close()
+
+    def __getitem__(self, entry: str) -> Program:
+        """The loaded program, or its refusal raised (a test of that part fails with it)."""
+        if entry in self.refused:
+            raise self.refused[entry]
+        return self.programs[entry]
+
+    def close(self) -> None:
+        for program in self.programs.values():
+            program.close()
+        if self.module is not None:
+            self.module.cleanup()
+            self.module = None
+
+
+def load_parts(source: Path, lab: Lab | None = None) -> Parts:
+    """Compile `source` once, then load each part of the lab at its hook.
+
+    A file that does not compile refuses every part with the same explanation; the verifier
+    judges each part on its own. Warnings (CompilerWarning) are kept per part, not raised.
+    """
+    lab = lab or load_lab(LAB_ID)
+    parts = Parts(Path(source))
+    try:
+        compiled = compile_source(parts.source, lab.hook)
+    except ProgramError as error:
+        parts.refused = {entry: error for entry in lab.entries}
+        return parts
+    parts.module = compiled.bpf
+    for entry in lab.entries:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CompilerWarning)  # kept in program.warnings
+                parts.programs[entry] = compiled.load(entry, owns_module=False, hook=lab.hook_of(entry))
+        except ProgramError as error:
+            parts.refused[entry] = error
+    return parts
+
+
+def per_state(program: Program, table: str) -> dict[str, int]:
+    """A per-state counter table (slot 0 "no socket", then BPF_TCP_*), by state name."""
+    return {tcp_kernel.STATE_NAMES.get(slot, str(slot)): n for slot, n in program.percpu_sums(table).items()}
+
+
+def flows(program: Program, table: str) -> dict[int, object]:
+    """A per-flow map (struct flow -> figures), by the client's port."""
+    return {key.client_port: value for key, value in program.table(table).items()}
+
+
+def segment(flags: str, sport: int = 40000, seq: int = 1000, ack: int = 0, data: bytes = b"",
+            options: list | None = None, src: str = CLIENT_IPV4, dport: int = PORT,
+            dataofs: int | None = None) -> bytes:
+    """A TCP segment from the client to the lab's server port, as a frame (scapy fills the
+    checksums, whatever `dataofs` claims). A SYN carries the options Linux sends unless
+    `options` says otherwise."""
+    if options is None:
+        options = LINUX_SYN_OPTIONS if "S" in flags else []
+    tcp = TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, options=options, dataofs=dataofs)
+    return bytes(ether() / IP(src=src, dst=SERVER_IPV4) / tcp / (Raw(data) if data else b""))
+
+
+class TcpLab:
+    """The lab's network: a Topology, a cgroup with `sockops` attached (if given), the TCP
+    server inside it. Everything is undone on exit, in reverse."""
+
+    def __init__(self, log: Path, sockops: Program | None = None, backlog: int = tcp_service.BACKLOG) -> None:
+        self.log, self.sockops, self.backlog = Path(log), sockops, backlog
+        self.topology = Topology()
+        self.cgroup: ProgramCgroup | None = None
+        self.server: TcpServer | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> TcpLab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> TcpLab:
+        """Build it (what `with` does on entry); for notebooks, where one `with` cannot span cells."""
+        try:
+            self._stack.enter_context(self.topology)
+            sysctl(self.topology.server.netns, "net.ipv4.tcp_syncookies", OVERFLOW_COOKIES)
+            self.cgroup = self._stack.enter_context(ProgramCgroup())
+            if self.sockops is not None:
+                self.cgroup.attach(self.sockops)
+            self.server = self._stack.enter_context(
+                TcpServer(self.topology.server.netns, self.log, backlog=self.backlog, cgroup=self.cgroup))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @property
+    def server_netns(self) -> str:
+        return self.topology.server.netns
+
+    @property
+    def client_netns(self) -> str:
+        return self.topology.client.netns
+
+    @contextlib.contextmanager
+    def always_cookies(self) -> Iterator[None]:
+        """SYN cookies for every SYN in the server's namespace, as the shield's helper needs."""
+        sysctl(self.server_netns, "net.ipv4.tcp_syncookies", ALWAYS_COOKIES)
+        try:
+            yield
+        finally:
+            sysctl(self.server_netns, "net.ipv4.tcp_syncookies", OVERFLOW_COOKIES)
+
+    # -- programs ------------------------------------------------------------------------------
+    def attach(self, program: Program) -> None:
+        """Attach an XDP or TC program on the server's veth; an XDP program replaces the last."""
+        if program.hook == "xdp":
+            detach_xdp(self.server_netns, self.topology.server.ifname)
+        attach(program, self.server_netns, self.topology.server.ifname)
+
+    @contextlib.contextmanager
+    def attached(self, program: Program) -> Iterator[Program]:
+        """`program` attached for the body of the `with`, and detached after it."""
+        self.attach(program)
+        try:
+            yield program
+        finally:
+            detach = detach_xdp if program.hook == "xdp" else detach_tc
+            detach(self.server_netns, self.topology.server.ifname)
+
+    def test_run(self, program: Program, frame: bytes) -> testrun.RunResult:
+        """Test-run `program` on `frame` from inside the server's namespace: a socket lookup
+        (BPF_F_CURRENT_NETNS) finds the sockets of the namespace the caller is in."""
+        with in_netns(self.server_netns):
+            return testrun.run(program.fd, frame)
+
+    @contextlib.contextmanager
+    def lossy(self, every: int = 40, limit: int = 8) -> Iterator[Program]:
+        """Lose every `every`-th data segment that reaches the client, `limit` at most, so that
+        the server retransmits (bpf/tools/tcp_dropper.c, in place of the client's XDP_PASS)."""
+        dropper = load(BPF_TOOLS / "tcp_dropper.c", "tcp_dropper", "xdp",
+                       (f"-DDROP_EVERY={every}", f"-DDROP_LIMIT={limit}"))
+        client = self.topology.client
+        try:
+            attach_xdp(client.netns, client.ifname, dropper.fd)
+            yield dropper
+        finally:
+            self.topology.add_peer_xdp()  # the XDP_PASS program again: XDP_TX needs one there
+            dropper.close()
+
+    # -- traffic and the kernel's view ---------------------------------------------------------
+    def exchange(self, wanted: int = 0, send: bytes = b"", close: bool = False) -> int:
+        """One whole connection from the client: ask for `wanted` bytes, send `send`, close
+        (the server first if `close`). Returns the client's port."""
+        return tcp_service.exchange(self.client_netns, SERVER_IPV4, PORT, wanted, close, send)
+
+    def connection(self, wanted: int = 0, send: bytes = b""):
+        """A client connection kept open while the `with` body runs."""
+        return tcp_service.connection(self.client_netns, SERVER_IPV4, PORT, wanted, send=send)
+
+    def sockets(self) -> list[tcp_kernel.Socket]:
+        return tcp_kernel.sockets(self.server_netns, PORT)
+
+    def counters(self) -> dict[str, int]:
+        return tcp_kernel.counters(self.server_netns)
+
+    def syn_flood(self, count: int, seed: int = 0) -> int:
+        """Send `count` SYNs from spoofed sources of the client's subnet that nobody holds (their
+        SYN-ACKs go unanswered, as a flood's do); return how many the veth took."""
+        chance = random.Random(seed)
+        sent = 0
+        with Wire(self.client_netns, self.topology.client.ifname) as wire:
+            for _ in range(count):
+                frame = segment("S", sport=chance.randrange(1024, 65536), seq=chance.getrandbits(32),
+                                src=FLOOD_NET.format(chance.choice(FLOOD_HOSTS)))
+                sent += wire.send(frame)
+        return sent
