@@ -37,6 +37,7 @@ LAB_ID = "tcp-state"
 # always, and only then does bpf_tcp_gen_syncookie() make one (Linux 6.1 to 6.18). With 2 the
 # kernel keeps no request socket for a handshake either: its ACK goes to the listener.
 OVERFLOW_COOKIES, ALWAYS_COOKIES = 1, 2
+
 FLOOD_NET = "192.0.2.{}"  # spoofed flood sources: addresses of the client's subnet nobody holds
 FLOOD_HOSTS = range(100, 250)
 LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]

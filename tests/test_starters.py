@@ -11,6 +11,7 @@ from bpflab.course.labs import all_labs, program_labs
 from bpflab.course.starters import split_regions, starter_source, telltale_lines
 from bpflab.gym import load_gym
 from bpflab.programs import CompilerWarning, load
+from bpflab.tcp_state import load_parts
 
 REFERENCE = """int f(void)
 {
@@ -50,7 +51,15 @@ def test_starter_compiles_and_verifies(lab, tmp_path):
     source = tmp_path / lab.program
     source.write_text(starter_source(lab.reference.read_text()))
     assert "TODO" in source.read_text()
-    load(source, lab.entry, lab.hook).close()
+    if not lab.parts:
+        load(source, lab.entry, lab.hook).close()
+        return
+    parts = load_parts(source, lab)  # several programs: each part at its own hook
+    try:
+        assert not parts.refused, {entry: error.explain() for entry, error in parts.refused.items()}
+        assert not [p.warnings for p in parts.programs.values() if p.warnings]
+    finally:
+        parts.close()
 
 
 @pytest.mark.parametrize("lab", GYMS, ids=lambda lab: lab.id)
