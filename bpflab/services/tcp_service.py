@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,7 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int]) -> None:
 def serve(port: int, backlog: int) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CONGESTION_CONTROL)  # accepted ones inherit it
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CONGESTION_CONTROL)  # accepted: the same
     listener.bind(("0.0.0.0", port))
     listener.listen(backlog)
     print(f"{READY} {port}", flush=True)
@@ -117,10 +117,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--backlog", type=int, default=BACKLOG)
     args = parser.parse_args()
-    try:
+    with suppress(KeyboardInterrupt):
         serve(args.port, args.backlog)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def test_xdp_leaves_other_traffic_alone(parts: Parts, net: TcpLab) -> None:  # n
     others = {
         "a UDP datagram": packets.udp_v4(),
         "an ICMP echo request": packets.icmp_echo_v4(),
-        "a SYN over IPv6": packets.ether() / IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6) / TCP(dport=PORT, flags="S"),
+        "a SYN over IPv6": packets.ether() / IPv6(src=CLIENT_IPV6, dst=SERVER_IPV6) / TCP(dport=PORT,
+                                                                                            flags="S"),
         "the first fragment of a SYN": fragment,
     }
     before = per_state(program, "seen")
@@ -41,7 +42,8 @@ def test_xdp_leaves_other_traffic_alone(parts: Parts, net: TcpLab) -> None:  # n
 
 
 @points(1)
-def test_shield_leaves_closed_ports_and_data_to_the_kernel(parts: Parts, net: TcpLab, cookies: None) -> None:  # noqa: F811
+def test_shield_leaves_closed_ports_and_data_to_the_kernel(parts: Parts, net: TcpLab,  # noqa: F811
+                                                           cookies: None) -> None:  # noqa: F811
     """Step 4: a SYN to a port nobody listens on, and a SYN that carries data, go to the kernel untouched."""
     program = part(parts, "xdp_syn_shield")
     working_shield(net, program)
