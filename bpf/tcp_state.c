@@ -123,13 +123,20 @@ BPF_HASH(flow_states, struct flow, struct flow_state, MAX_FLOWS);
 /* Record the socket's state and figures; `state` is the state it is in or moving to. */
 static __always_inline void record_state(struct bpf_sock_ops *skops, __u32 state, __u32 retransmitted)
 {
-	struct flow key = {
-		.client_ip = skops->remote_ip4,
-		.server_ip = skops->local_ip4,
-		.client_port = bpf_ntohl(skops->remote_port), /* network order, in the top half */
-		.server_port = skops->local_port,              /* already host order */
-	};
-	struct flow_state fresh = {}, *known = flow_states.lookup(&key);
+	/* One variable per context field, each hidden from the optimiser: clang 19 merges two
+	 * neighbouring 32-bit reads (remote_ip4, local_ip4) into one 64-bit read, which the
+	 * verifier refuses ("invalid bpf_context access off=24 size=8"); clang 14 does not. */
+	__u32 client_ip = skops->remote_ip4, server_ip = skops->local_ip4;
+	struct flow key = {};
+	struct flow_state fresh = {}, *known;
+
+	barrier_var(client_ip);
+	barrier_var(server_ip);
+	key.client_ip = client_ip;
+	key.server_ip = server_ip;
+	key.client_port = bpf_ntohl(skops->remote_port); /* network order, in the top half */
+	key.server_port = skops->local_port;              /* already host order */
+	known = flow_states.lookup(&key);
 
 	if (!known) {
 		flow_states.update(&key, &fresh);

@@ -257,10 +257,10 @@ def test_the_references_load_without_warnings() -> None:
     for lab in program_labs():
         compiled = compile_source(lab.reference, lab.hook)
         try:
-            for entry in lab.entries:  # a gym's every exercise
+            for entry in lab.entries:  # a gym's every exercise, a several-program lab's every part
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", CompilerWarning)
-                    compiled.load(entry, owns_module=False)
+                    compiled.load(entry, owns_module=False, hook=lab.hook_of(entry))
         finally:
             compiled.bpf.cleanup()
 
@@ -320,3 +320,19 @@ def test_a_notebook_cell_that_loads_a_broken_program_shows_the_explanation_and_t
     shown = "\n".join(error.traceback)
     assert "512 bytes" in shown and f"{LAB.program}:" in shown and "programs.py" not in shown, shown
     assert notebook.cells[1].outputs[0].text == "still alive\n"
+
+
+@pytest.mark.parametrize(("message", "hook", "words"), [
+    # clang 19 merges neighbouring 32-bit context reads (seen in tcp_state.c's sock_ops program)
+    ("invalid bpf_context access off=24 size=8", "sock_ops", "barrier_var"),
+    ("invalid bpf_context access off=76 size=4", "sock_ops", "straight from skops"),
+    ("dereference of modified ctx ptr R6 off=88 disallowed", "sock_ops", "straight from skops"),
+    ("program of this type cannot use helper bpf_tcp_sock#96", "xdp", "bpf_skc_lookup_tcp() finds"),
+    ("unknown func bpf_skc_lookup_tcp#99", "sock_ops", "the socket is the context"),
+])
+def test_hook_aware_hints_for_socket_programs(message: str, hook: str, words: str) -> None:
+    """The hints of the tcp-state lab's refusals name the fix for its hook (no compiler needed)."""
+    from bpflab.explain.verifier import matching_rule
+
+    rule, found = matching_rule(message)
+    assert words in rule.hint(found, hook), rule.hint(found, hook)

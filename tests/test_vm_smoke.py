@@ -1,5 +1,5 @@
 """`make vm-smoke` for real (a QEMU guest pinged through native XDP on virtio, every program
-checked by its verifier), and its tear-down.
+checked by its verifier, tcp-state's sock_ops part attached to a cgroup and run), and its tear-down.
 
 A cold run builds the guest image first (3 to 7 minutes here, debootstrap's time growing with the
 machine's load); it is cached in /var/cache/bpflab/vm-smoke, and a warm run takes 30 to 65 s.
@@ -17,16 +17,17 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from bpflab.course.labs import ROOT, program_labs
-from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS
+from bpflab.course.labs import ROOT, load_lab, program_labs
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP
 from bpflab.tools import SUITES
-from bpflab.tools.vm.bytecode import PROG_TYPES, targets
+from bpflab.tools.vm.bytecode import BPF_PROG_TYPE_SOCK_OPS, PROG_TYPES, objects, targets
 from bpflab.tools.vm.qemu import cleanup_stale
 from bpflab.tools.vm.smoke import LOCKED_TX, check
 from bpflab.topology import PingResult
 
 GUEST_KERNELS = {"bookworm": "6.1.", "trixie": "6.12."}
 RUN_SECONDS = 900  # a cold run took 7 minutes on this 2-core machine while other suites ran
+TCP_STATE = load_lab("tcp-state")  # five parts at three hooks, sharing maps: each must pass the guest
 
 
 def start(suite: str = "bookworm") -> subprocess.Popen:
@@ -76,8 +77,27 @@ def test_guest_answers_pings_with_native_xdp(suite: str):
     assert "ping IPv4: 10/10 answered" in output and "ping IPv6: 10/10 answered" in output
     for target in targets():
         assert re.search(rf"guest: verifier {target.entry}: accepted", output), output
+    assert_tcp_state_ran(output)
     assert not re.search(rf"guest: kmsg: .*{LOCKED_TX}", output), output
     assert not leftovers(run.pid)
+
+
+def assert_tcp_state_ran(output: str) -> None:
+    """Every part of tcp-state accepted in the guest, named from its manifest (not from `targets()`,
+    which could drop one); its sock_ops part attached to a cgroup and run by a connection there,
+    into the `flow_states` it shares with xdp_flow_gate."""
+    for entry in TCP_STATE.entries:
+        assert guest_said(rf"verifier {entry}: accepted", output), output
+    assert [entry for entry, hook in TCP_STATE.parts if hook == "sock_ops"] == ["sockops_flows"]
+    assert guest_said("attach sockops_flows: cgroup ok", output), output
+    assert guest_said("ran sockops_flows: .*entries: flow_states [1-9]", output), output
+    shared = r"shared map flow_states of tcp_state\.c: fd \d+ in sockops_flows, xdp_flow_gate$"
+    assert guest_said(shared, output), output
+
+
+def guest_said(pattern: str, output: str) -> bool:
+    """A line the guest wrote (relayed by the host as `  guest: ...`) matches `pattern`."""
+    return re.search(rf"^  guest: {pattern}", output, re.MULTILINE) is not None
 
 
 @pytest.mark.slow
@@ -105,11 +125,18 @@ def test_a_killed_run_is_cleaned_up_by_the_next():
     assert not leftovers(run.pid)
 
 
-PROGRAMS = ["xdp_icmp_echo", "xdp_dns"]
-GOOD_CONSOLE = """\
+PROGRAMS = ["xdp_icmp_echo", "xdp_dns", "sockops_flows"]
+SOCK_OPS = ("sockops_flows",)
+ATTACHED = ("VMSMOKE attach sockops_flows: cgroup ok "
+            "(/sys/fs/cgroup/vmsmoke-sockops_flows, BPF_CGROUP_SOCK_OPS)")
+RAN = "VMSMOKE ran sockops_flows: a TCP connection over loopback from its cgroup; entries: flow_states 1"
+GOOD_CONSOLE = f"""\
 VMSMOKE kernel echo off: ipv4 1 ipv6 1
 VMSMOKE verifier xdp_icmp_echo: accepted (559 instructions, 1.18 s)
 VMSMOKE verifier xdp_dns: accepted (1142 instructions, 3.10 s)
+VMSMOKE verifier sockops_flows: accepted (170 instructions, 0.00 s)
+{ATTACHED}
+{RAN}
 VMSMOKE link: 2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 xdp qdisc mq state UP
 VMSMOKE link: prog/xdp id 3 name xdp_icmp_echo tag 782afd02681976f6 jited
 VMSMOKE replies ipv4 10 ipv6 10
@@ -129,8 +156,18 @@ def test_every_lab_reference_and_tool_is_checked_and_only_the_echo_attached():
     assert PROG_TYPES[found["tc_icmp_echo"].hook] == BPF_PROG_TYPE_SCHED_CLS
 
 
+def test_each_tcp_state_part_is_checked_at_its_own_hook_from_one_compile():
+    found = {target.entry: target for target in targets()}
+    assert {entry: found[entry].hook for entry in TCP_STATE.entries} == dict(TCP_STATE.parts)
+    assert PROG_TYPES[found["sockops_flows"].hook] == BPF_PROG_TYPE_SOCK_OPS == 13
+    assert PROG_TYPES[found["xdp_flow_gate"].hook] == BPF_PROG_TYPE_XDP
+    groups = [tuple(target.entry for target in group) for group in objects(targets())]
+    assert tuple(TCP_STATE.entries) in groups  # one object: the parts share its maps in the guest too
+    assert sorted(entry for group in groups for entry in group) == sorted(found)
+
+
 def test_checks_pass_a_good_run():
-    assert check(GOOD_CONSOLE, pings(), PROGRAMS) == []
+    assert check(GOOD_CONSOLE, pings(), PROGRAMS, SOCK_OPS) == []
 
 
 @pytest.mark.parametrize(("console", "received", "expected"), [
@@ -147,7 +184,14 @@ def test_checks_pass_a_good_run():
      10, "did not accept xdp_dns\n    R3 min value is outside"),
     (GOOD_CONSOLE.replace("VMSMOKE verifier xdp_dns: accepted (1142 instructions, 3.10 s)\n", ""), 10,
      "did not accept xdp_dns"),
+    (GOOD_CONSOLE.replace(ATTACHED + "\n", "").replace(RAN + "\n", ""), 10,
+     "sockops_flows was not attached to a cgroup in the guest: []"),
+    (GOOD_CONSOLE.replace(ATTACHED, "VMSMOKE attach sockops_flows: cgroup refused: errno 22"), 10,
+     "sockops_flows was not attached to a cgroup in the guest: ['cgroup refused: errno 22']"),
+    (GOOD_CONSOLE.replace("flow_states 1", "flow_states 0"), 10, "sockops_flows did not record"),
+    (GOOD_CONSOLE.replace(RAN, "VMSMOKE ran sockops_flows: the loopback connection failed: OSError()"), 10,
+     "sockops_flows did not record the guest's loopback connection: ['the loopback connection failed"),
 ])
 def test_checks_name_what_went_wrong(console, received, expected):
-    problems = check(console, pings(received), PROGRAMS)
+    problems = check(console, pings(received), PROGRAMS, SOCK_OPS)
     assert any(expected in problem for problem in problems), problems

@@ -81,12 +81,10 @@ static __always_inline struct flow flow_of_segment(const struct iphdr *ip, const
 static __always_inline struct bpf_sock_tuple tuple_of_segment(const struct iphdr *ip,
 							       const struct tcphdr *tcp)
 {
-	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock_tuple tuple = {
+		.ipv4 = {.saddr = ip->saddr, .daddr = ip->daddr, .sport = tcp->source, .dport = tcp->dest},
+	};
 
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = tcp->source;
-	tuple.ipv4.dport = tcp->dest;
 	return tuple;
 }
 

@@ -103,6 +103,10 @@ def too_large_hint(found: re.Match[str], hook: str) -> str:
 
 
 def context_hint(found: re.Match[str], hook: str) -> str:
+    if re.search(r"invalid bpf_context access off=\d+ size=8", found.string):
+        return ("the compiler merged two neighbouring 32-bit reads of the context into one 64-bit read "
+                "(newer clang does), which the verifier refuses: read each field into a variable of its own "
+                "and hide it from the optimiser with barrier_var(variable) (parsing.h) before using it")
     if hook == "sock_ops":
         return ("read each field of struct bpf_sock_ops straight from skops into a variable of its own "
                 "(`__u32 port = skops->local_port;`): the verifier rewrites every such read, and refuses one "

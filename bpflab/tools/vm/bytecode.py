@@ -2,10 +2,14 @@
 the guest can make them again.
 
 The programs are BCC-flavoured C that plain clang cannot build, and the guest has no BCC. So the
-host loads each with the course's runtime, takes the very instructions BCC made (`dump_func`) and
-reads from the host kernel the kind and sizes of every map those instructions load (an ld_imm64
-of a map fd). The guest's loader (guest/xdp_loader.py) makes the same maps and writes their fds
-into the instructions listed here. `describe` runs in worker processes while the guest boots.
+host compiles each file once with the course's runtime, loads each of its entries at its own hook
+(a lab's parts: `Lab.hook_of`), takes the very instructions BCC made (`dump_func`) and reads from
+the host kernel the kind and sizes of every map those instructions load (an ld_imm64 of a map fd).
+The entries of one file share its maps, as in the course's runtime (tcp-state's `flow_states` is
+written by its sock_ops part and read by an XDP part), so each map is named by its file (`object`)
+and its host id: the guest's loader (guest/xdp_loader.py) makes each such map once and writes its
+fd into the instructions listed here, in every program that uses it. `describe` runs in worker
+processes while the guest boots.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from bpflab import libbpf
 from bpflab.course.labs import BPF_TOOLS, program_labs
-from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, ProgramError
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Compiled, ProgramError, compile_source
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError
 
 LAB = "xdp-icmp"  # the lab whose reference is attached and pinged
@@ -28,7 +32,8 @@ LAB = "xdp-icmp"  # the lab whose reference is attached and pinged
 TOOLS = (("dns_query_generator.c", "dns_query_generator", "xdp", ("-DQUERY_LEN=75",)),
          ("dns_reply_counter.c", "dns_reply_counter", "xdp", ()),
          ("helper_cost.c", "helper_cost", "tc", ("-DCALLS=4",)))
-PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS}
+BPF_PROG_TYPE_SOCK_OPS = 13  # include/uapi/linux/bpf.h (bpflab.programs names only XDP's and TC's)
+PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS, "sock_ops": BPF_PROG_TYPE_SOCK_OPS}
 LD_IMM64, BPF_PSEUDO_MAP_FD = 0x18, 1
 INSN = struct.Struct("<BBhi")  # struct bpf_insn
 
@@ -43,12 +48,26 @@ class Target:
     cflags: tuple[str, ...] = ()
     attach: bool = False
 
+    @property
+    def object(self) -> str:
+        """What BCC compiles once, and whose maps its entries share: the file with its flags."""
+        return " ".join((self.source.name, *self.cflags))
+
 
 def targets() -> list[Target]:
-    """Every lab's reference, in course order, then the benchmark's tools."""
-    labs = [Target(lab.reference, entry, lab.hook, attach=lab.id == LAB)
-            for lab in program_labs() for entry in lab.entries]  # a gym: each exercise
+    """Every lab's reference, in course order, each entry at its own hook, then the benchmark's tools."""
+    labs = [Target(lab.reference, entry, lab.hook_of(entry), attach=lab.id == LAB)
+            for lab in program_labs() for entry in lab.entries]  # a gym's exercises, a lab's parts
     return labs + [Target(BPF_TOOLS / name, entry, hook, cflags) for name, entry, hook, cflags in TOOLS]
+
+
+def objects(programs: list[Target]) -> list[tuple[Target, ...]]:
+    """The targets grouped by object, in their order: one BCC compile (about 4 s) serves them all,
+    and its maps are the ones they share."""
+    groups: dict[str, list[Target]] = {}
+    for target in programs:
+        groups.setdefault(target.object, []).append(target)
+    return [tuple(group) for group in groups.values()]
 
 
 class MapInfo(ctypes.Structure):
@@ -78,31 +97,42 @@ def describe_maps(insns: bytes) -> list[dict]:
         info = map_info(fd)
         if info.map_flags:
             raise SmokeError(f"map {info.name.decode()} has flags {info.map_flags:#x}: not supported here")
-        maps.append({"name": info.name.decode(), "type": info.type, "key_size": info.key_size,
+        maps.append({"name": info.name.decode(), "id": info.id, "type": info.type, "key_size": info.key_size,
                      "value_size": info.value_size, "max_entries": info.max_entries, "insns": where})
     return maps
 
 
-def describe(target: Target) -> dict:
-    """A program as BCC compiles it: instructions, maps, and for the echo the guest's `server` value.
+def describe(group: tuple[Target, ...]) -> list[dict]:
+    """One object's programs as a single BCC compile makes them: see `describe_program`.
 
     Runs in a worker process: what it raises must pickle, so the host's refusal is a SmokeError.
     """
-    from bpflab.oracles.echo import configure  # scapy and BCC load only when a run needs them
-    from bpflab.programs import load
+    first = group[0]
+    try:
+        compiled = compile_source(first.source, first.hook, first.cflags)
+    except ProgramError as err:
+        raise SmokeError(f"the host could not compile {first.object}: {err.explain()}") from None
+    try:
+        return [describe_program(compiled, target) for target in group]
+    finally:
+        compiled.bpf.cleanup()  # the maps and every program of the object
+
+
+def describe_program(compiled: Compiled, target: Target) -> dict:
+    """A program of `compiled`, loaded at its hook: instructions, maps (by host id: the same for
+    every program of the object that uses one), and for the echo the guest's `server` value."""
+    from bpflab.oracles.echo import configure  # scapy loads only when a run needs it
 
     try:
-        program = load(target.source, target.entry, target.hook, target.cflags)
+        program = compiled.load(target.entry, owns_module=False, hook=target.hook)
     except ProgramError as err:
-        raise SmokeError(f"the host could not load {target.source.name}: {err.explain()}") from None
-    try:
-        insns = program.bpf.dump_func(target.entry.encode())
-        description = {"name": target.entry, "prog_type": PROG_TYPES[target.hook], "license": "GPL",
-                       "insns": base64.b64encode(insns).decode(), "maps": describe_maps(insns),
-                       "attach": target.attach}
-        if target.attach:
-            configure(program, GUEST_IPV4, GUEST_IPV6, GUEST_MAC)  # the runtime's own packing
-            description["server"] = bytes(program.table("server")[ctypes.c_int(0)]).hex()
-    finally:
-        program.close()
+        why = err.explain()
+        raise SmokeError(f"the host could not load {target.entry} of {target.object}: {why}") from None
+    insns = compiled.bpf.dump_func(target.entry.encode())
+    description = {"name": target.entry, "object": target.object, "prog_type": PROG_TYPES[target.hook],
+                   "license": "GPL", "insns": base64.b64encode(insns).decode(), "maps": describe_maps(insns),
+                   "attach": target.attach}
+    if target.attach:
+        configure(program, GUEST_IPV4, GUEST_IPV6, GUEST_MAC)  # the runtime's own packing
+        description["server"] = bytes(program.table("server")[ctypes.c_int(0)]).hex()
     return description

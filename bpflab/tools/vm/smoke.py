@@ -8,9 +8,12 @@ the reference program (bpf/xdp_icmp_echo.c) is attached in driver mode, the kern
 switched off, and the host pings the guest. It passes when every ping is answered, `ip -d link`
 in the guest shows native `xdp` (not `xdpgeneric`), and the guest kernel never says it fell back
 to "locked tx mode" (what virtio-net does with fewer queue pairs than XDP needs). In the same boot
-the guest's verifier also checks every other program the course ships, loading without attaching
-them: each lab's reference (as BPF_PROG_TYPE_XDP or, at the "tc" hook, BPF_PROG_TYPE_SCHED_CLS) and
-the benchmark's tools in bpf/tools; the run fails if it rejects any.
+the guest's verifier also checks every other program the course ships: each lab's reference, every
+entry at its own hook (BPF_PROG_TYPE_XDP, BPF_PROG_TYPE_SCHED_CLS at "tc", BPF_PROG_TYPE_SOCK_OPS at
+"sock_ops": tcp-state's parts), and the benchmark's tools in bpf/tools; the run fails if it rejects
+any. A sock_ops program is attached to a cgroup v2 of its own in the guest and runs on a TCP
+connection over the guest's loopback made from that cgroup; the run fails if the attach is refused
+or the program's hash maps stay empty. The others are loaded without being attached.
 
     netns vmsmoke-<pid>                            QEMU guest, 2 vCPUs, the suite's kernel
     tap vmsmoke<pid>, multi_queue        <====>    virtio-net-pci, 4 queue pairs (mq=on)
@@ -18,13 +21,14 @@ the benchmark's tools in bpf/tools; the run fails if it rejects any.
 
 How the programs get into the guest: they are BCC-flavoured C (`BPF_ARRAY`, `map.lookup()`)
 that plain clang cannot build, and the guest has no BCC. So the host compiles each with the
-course's own runtime (`programs.load`, BCC), takes the very instructions BCC made (`dump_func`)
-and, from the host kernel, the type and sizes of each map the instructions load; the guest's
-small loader (guest/xdp_loader.py, ctypes on libbpf) makes the same maps, writes their fds into
-those instructions and loads them. The guest kernel's verifier checks them afresh: the bytecode
-students' programs become, verified and run by the guest's own kernel. BCC takes about 4 s a program,
-so the host compiles them in worker processes while the guest boots, and hands them over as one
-line of JSON through a virtio-serial port (QEMU's end is a unix socket in the run's folder).
+course's own runtime (`programs.compile_source`, BCC, once a file), takes the very instructions
+BCC made for each entry (`dump_func`) and, from the host kernel, the type and sizes of each map the
+instructions load; the guest's small loader (guest/xdp_loader.py, ctypes on libbpf) makes the same
+maps, once a file (its programs share them), writes their fds into those instructions and loads
+them. The guest kernel's verifier checks them afresh: the bytecode students' programs become,
+verified and run by the guest's own kernel. BCC takes about 4 s a file, so the host compiles them
+in worker processes while the guest boots, and hands them over as one line of JSON through a
+virtio-serial port (QEMU's end is a unix socket in the run's folder).
 
 QEMU uses KVM where it works and TCG otherwise: nested KVM can hang after the boot loader or
 make QEMU abort, so a KVM guest whose kernel prints nothing within KVM_PROBE_SECONDS is stopped
@@ -48,7 +52,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from bpflab.processes import die_with_parent, restore_sigterm, signals_held, sigterm_interrupts
 from bpflab.tools import SUITES
-from bpflab.tools.vm.bytecode import INSN, describe, targets
+from bpflab.tools.vm.bytecode import INSN, describe, objects, targets
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, SmokeError, say
 from bpflab.tools.vm.image import guest_image, run_disk
 from bpflab.tools.vm.qemu import QUEUES, Run, boot, cleanup_stale, make_netns
@@ -77,14 +81,39 @@ def ping(run: Run, ipv6: bool) -> PingResult:
     return PingResult.parse(run_in(run.netns, argv, timeout=PINGS * 3 + 10).stdout, PINGS)
 
 
-def check(console: str, pings: dict[str, PingResult], programs: list[str]) -> list[str]:
-    """Why the run failed, in plain words; empty when it passed."""
+def verdicts(console: str, programs: list[str]) -> list[str]:
+    """The programs the guest's verifier did not accept, each with the end of its log."""
     problems = []
     for name in programs:
         said = guest_lines(console, f"verifier {name}")
         if not any(line.startswith("accepted") for line in said):
             log = "".join(f"\n    {line[2:]}" for line in said if line.startswith("| "))
             problems.append(f"the guest's verifier did not accept {name}{log}")
+    return problems
+
+
+def cgroup_runs(console: str, sock_ops: list[str]) -> list[str]:
+    """The sock_ops programs not attached to their cgroup, or whose hash maps a connection from it
+    left empty: loaded but never run, they would prove nothing about the hook."""
+    problems = []
+    for name in sock_ops:
+        attached = guest_lines(console, f"attach {name}")
+        if not any(line.startswith("cgroup ok") for line in attached):
+            problems.append(f"{name} was not attached to a cgroup in the guest: {attached[:1]}")
+            continue
+        ran = guest_lines(console, f"ran {name}")
+        counts = [int(n) for line in ran if "entries:" in line
+                  for n in re.findall(r"\b\d+\b", line.split("entries:")[1])]
+        if not any(counts):
+            problems.append(f"{name} did not record the guest's loopback connection: {ran[:1]}")
+    return problems
+
+
+def check(console: str, pings: dict[str, PingResult], programs: list[str],
+          sock_ops: tuple[str, ...] = ()) -> list[str]:
+    """Why the run failed, in plain words; empty when it passed. `sock_ops`: the programs of
+    `programs` the guest must attach to a cgroup and see run."""
+    problems = verdicts(console, programs) + cgroup_runs(console, list(sock_ops))
     for family, result in pings.items():
         if result.received != result.sent:
             problems.append(f"{family}: {result.received} of {result.sent} pings answered")
@@ -111,7 +140,7 @@ def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolE
     """Compile the programs while the guest boots, hand them over, ping; return the problems found."""
     start = time.monotonic()
     programs = targets()
-    compiling = [compilers.submit(describe, target) for target in programs]
+    compiling = [compilers.submit(describe, group) for group in objects(programs)]
     image, built = guest_image(suite)
     times["image build" if built else "image (cached)"] = time.monotonic() - start
     say(f"image {image.root.name} ({'built' if built else 'cached'}), kernel {image.kernel.name}")
@@ -121,7 +150,7 @@ def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolE
     with signals_held():
         make_netns(run.netns, run.tap)
     guest = boot(run, image, run.folder / "run.tar", accel, times)
-    descriptions = [future.result() for future in compiling]
+    descriptions = [description for future in compiling for description in future.result()]
     times["programs (while booting)"] = time.monotonic() - start
     for description in descriptions:
         maps = ", ".join(m["name"] for m in description["maps"])
@@ -148,7 +177,8 @@ def smoke(run: Run, accel: str, times: dict[str, float], compilers: ProcessPoolE
         say(f"ping {family}: {result.received}/{result.sent} answered" + (f", {rtt.group(0)}" if rtt else ""))
     v4, v6 = reply_counts(guest.console())
     say(f"the XDP program in the guest counted {v4} IPv4 and {v6} IPv6 replies")
-    return check(guest.console(), pings, [target.entry for target in programs])
+    sock_ops = tuple(target.entry for target in programs if target.hook == "sock_ops")
+    return check(guest.console(), pings, [target.entry for target in programs], sock_ops)
 
 
 def main(accel: str = "auto", suite: str = "bookworm") -> int:
@@ -180,6 +210,9 @@ def main(accel: str = "auto", suite: str = "bookworm") -> int:
     if problems:
         print("FAIL: " + "\n  ".join(problems), flush=True)
         return 1
+    programs = targets()
+    sock_ops = sum(target.hook == "sock_ops" for target in programs)
     print(f"PASS ({SUITES[suite]}): native XDP on a {QUEUES}-queue virtio NIC answered every ping, "
-          f"no locked tx mode; the guest's verifier accepted all {len(targets())} programs", flush=True)
+          f"no locked tx mode; the guest's verifier accepted all {len(programs)} programs "
+          f"and saw {sock_ops} sock_ops program(s) run in a cgroup", flush=True)
     return 0
