@@ -1,0 +1,90 @@
+"""Figures of the tcp-state reference, printed (never asserted): run as root from the venv.
+
+    .venv/bin/python bench/tcp_costs.py
+
+1. ns per segment by BPF_PROG_TEST_RUN, each beside its hook's floor (an empty program, same
+   frame), run inside the server's namespace where the socket lookups find the lab's sockets:
+   - every packet program on an ACK of an open connection (a lookup that finds it; the frame
+     is passed, so it is timed as the mean of many repeats);
+   - the shield on a SYN to the listener (a cookie made, the SYN-ACK written: the frame changes,
+     so one run per call, the interquartile mean of many calls, and the floor timed the same way).
+2. A SYN flood of spoofed sources while real clients connect, with the shield and without it
+   (SYN cookies off, as a server without a shield might run): SYNs sent, answered at XDP,
+   clients connected, and what the listener dropped (nstat).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bpflab import measure
+from bpflab.tcp_state import Parts, TcpLab, load_parts, segment
+from bpflab.topology import in_netns, sysctl
+
+SINGLE_RUNS = 5000
+FLOOD_SYNS = 5000
+CLIENTS = 20
+DROPS = ("TcpExtListenDrops", "TcpExtListenOverflows")
+
+
+def costs(parts: Parts, net: TcpLab) -> None:
+    syn = segment("S", sport=45000, seq=1)
+    with in_netns(net.server_netns), net.connection(wanted=10) as client:
+        ack = segment("A", sport=client.getsockname()[1], seq=1, ack=1)
+        for entry in ("xdp_tcp_seen", "tc_tcp_flows", "xdp_flow_gate", "xdp_syn_shield"):
+            program = parts[entry]
+            cost, floor = measure.testrun_ns(program.fd, ack), measure.floor_ns(program.hook, ack)
+            print(f"{entry:15} ACK of an open connection  {cost:6.0f} ns  floor {floor:4.0f}  "
+                  f"above {cost - floor:4.0f}")
+        shield = measure.single_run_ns(parts["xdp_syn_shield"].fd, syn, SINGLE_RUNS)
+        floor = measure.single_run_floor_ns("xdp", syn, SINGLE_RUNS)
+        print(f"{'xdp_syn_shield':15} SYN answered with a cookie {shield:6.0f} ns  floor {floor:4.0f}  "
+              f"above {shield - floor:4.0f}")
+
+
+def flood(parts: Parts, net: TcpLab, shielded: bool) -> None:
+    shield = parts["xdp_syn_shield"]
+    connected: list[int] = []
+
+    def clients() -> None:
+        for _ in range(CLIENTS):
+            try:
+                net.exchange(wanted=1000, send=b"r" * 100)
+                connected.append(1)
+            except OSError:
+                pass
+
+    before, answered = net.counters(), shield.percpu_sums("shield").get(0, 0)
+    real = threading.Thread(target=clients)
+    start = time.monotonic()
+    real.start()
+    sent = net.syn_flood(FLOOD_SYNS, seed=int(shielded))
+    real.join()
+    took = time.monotonic() - start
+    time.sleep(0.5)
+    after = net.counters()
+    answered = shield.percpu_sums("shield").get(0, 0) - answered
+    drops = ", ".join(f"{name} {after[name] - before[name]}" for name in DROPS)
+    print(f"{'shield' if shielded else 'no shield, cookies off':24} SYNs sent {sent}, answered at XDP "
+          f"{answered}, clients connected {len(connected)}/{CLIENTS} in {took:.1f} s; {drops}")
+
+
+def main() -> None:
+    parts = load_parts(Path(__file__).resolve().parents[1] / "bpf" / "tcp_state.c")
+    try:
+        with TcpLab(Path(tempfile.mkdtemp()) / "server.log", sockops=parts["sockops_flows"]) as net:
+            with net.always_cookies():
+                costs(parts, net)
+                with net.attached(parts["xdp_syn_shield"]):
+                    flood(parts, net, shielded=True)
+            sysctl(net.server_netns, "net.ipv4.tcp_syncookies", 0)
+            flood(parts, net, shielded=False)
+    finally:
+        parts.close()
+
+
+if __name__ == "__main__":
+    main()
