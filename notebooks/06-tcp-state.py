@@ -47,6 +47,9 @@
 # does not take the others down (its explanation is printed instead). `TcpLab` builds the
 # client and server namespaces, starts the lab's TCP server inside a cgroup of its own, and
 # attaches the sock_ops program to that cgroup: it sees the server's sockets, and only them.
+#
+# Traffic is real, so a cell waits until the server's namespace has received no segment for a
+# moment before it reads any counter (`settle`, below with the other small helpers).
 
 # %%
 import contextlib
@@ -80,12 +83,7 @@ for entry in lab.entries:
 net = TcpLab(Path(tempfile.mkdtemp()) / "server.log", sockops=parts.programs.get("sockops_flows")).start()
 print(f"\nserver listening in {net.server_netns}, clients in {net.client_netns}")
 
-# %% [markdown]
-# A few small helpers. Traffic is real, so a cell waits until the server's namespace has
-# received no segment for a moment before reading any counter (`settle`); `grown` is what a
-# counter table gained; `show` renders a table, `figures` a connection's row of it.
 
-# %%
 def settle(quiet: float = 0.15, limit: float = 5.0) -> dict[str, int]:
     """Wait until the server's namespace receives no TCP segment for `quiet` s; its nstat counters."""
     deadline, last = time.monotonic() + limit, net.counters()
@@ -138,21 +136,19 @@ def function_of(text: str, name: str) -> str:
 # segment will go to: `bpf_skc_lookup_tcp(ctx, &tuple, ...)` looks the 4-tuple up in the kernel's
 # socket tables, as the stack will a moment later, and returns a `struct bpf_sock *`: family,
 # addresses, ports and **state**, nothing of the connection's figures. The lookup takes a
-# reference on the socket, which `bpf_sk_release()` gives back. Your `xdp_tcp_seen()`:
+# reference on the socket, which `bpf_sk_release()` gives back.
+#
+# Below, your `xdp_tcp_seen()`, then three whole connections while it counts (a SYN, a request
+# line, 3000 bytes from the client, 20 kB back; the second closed by the server first), beside
+# the kernel's count of segments received (`TcpInSegs`, from `nstat`). Then the same with a
+# variant of your program whose only change is `bpf_sk_lookup_tcp` (no **c**) in place of
+# `bpf_skc_lookup_tcp`. No segment of an exchange arrives while the server's side is in
+# TIME_WAIT, so a last row test-runs an ACK for one (from inside the server's namespace, where the
+# lookup finds its sockets).
 
 # %%
 seen = parts["xdp_tcp_seen"]
 display(Code(function_of(text, "xdp_tcp_seen"), language="c"))
-
-# %% [markdown]
-# Three whole connections (a SYN, a request line, 3000 bytes from the client, 20 kB back; the
-# second closed by the server first) while it counts, beside the kernel's count of segments
-# received (`TcpInSegs`, from `nstat`). Then the same with a variant of your program whose only
-# change is `bpf_sk_lookup_tcp` (no **c**) in place of `bpf_skc_lookup_tcp`. No segment of an
-# exchange arrives while the server's side is in TIME_WAIT, so a last row test-runs an ACK for
-# one (from inside the server's namespace, where the lookup finds its sockets).
-
-# %%
 EXCHANGES = (False, True, False)  # close=True: the server closes first and its side waits in TIME_WAIT
 
 
@@ -204,7 +200,10 @@ show(["socket state found", "`bpf_skc_lookup_tcp` (yours)", "`bpf_sk_lookup_tcp`
 # TIME_WAIT minisocket is no full socket at all, so it finds nothing there.
 #
 # What XDP cannot do is go further. `bpf_tcp_sock()`, which turns a socket into its TCP figures,
-# is not offered at XDP, and the verifier says so (with the course's hint):
+# is not offered at XDP, and the verifier says so (with the course's hint). The verifier also
+# keeps count of references: a socket the lookup returned must be released on every path, or the
+# program is refused. The second verdict is your file with `xdp_tcp_seen()`'s
+# `bpf_sk_release(sk);` line taken out (a small program of the same shape if yours has none yet).
 
 # %%
 XDP_CWND = """\
@@ -235,14 +234,7 @@ int xdp_cwnd(struct xdp_md *ctx)
 }
 """
 xdp_tcp_sock_says = verifier_says(XDP_CWND, "xdp_cwnd", "xdp", "xdp_cwnd.c")
-print(xdp_tcp_sock_says)
-
-# %% [markdown]
-# The verifier also keeps count of references. A socket the lookup returned must be released on
-# every path, or the program is refused: here is your file with `xdp_tcp_seen()`'s
-# `bpf_sk_release(sk);` line taken out (a small program of the same shape if yours has none yet).
-
-# %%
+print(xdp_tcp_sock_says, end="\n\n")
 release = next((line for line in seen_fn.splitlines(keepends=True) if "bpf_sk_release(sk);" in line), "")
 if release:
     unreleased = text.replace(seen_fn, seen_fn.replace(release, "", 1))
@@ -283,8 +275,7 @@ show(["connection from port " + str(tc_port), "state", "cwnd (segments)", "RTT (
 # exactly, the window and the RTT closely (both are smoothed, and a window may grow between the
 # last ACK TC saw and `ss`'s read). TC can read the figures because its program has a socket in
 # hand *and* the helper that opens it; XDP has the first, not the second.
-
-# %% [markdown]
+#
 # ## Step 3 · State passed down to XDP through a map
 #
 # **sock_ops** is not a packet hook: the kernel calls it from inside TCP, with the socket itself
@@ -342,8 +333,7 @@ show(["the client sent", "`bytes_by_state` gained, by the state sock_ops recorde
 # Every byte was counted under ESTABLISHED, a state XDP read from a map that a program at
 # another hook keeps up to date. XDP could gate, steer or rate-limit by any figure sock_ops can
 # see (state, RTT, window, retransmissions): TCP state does reach XDP, through a map.
-
-# %% [markdown]
+#
 # ## Step 4 · A stateless shield for a stateful protocol
 #
 # A SYN flood fills a listener's queue of half-open connections with handshakes nobody will
@@ -362,6 +352,8 @@ show(["the client sent", "`bytes_by_state` gained, by the state sock_ops recorde
 # clients one after the other, each asking for 1000 bytes. The flood lasts 3000 SYNs, and longer
 # if the clients are still at it: a real flood does not stop for them. A client waits 5 s for
 # the server, and the thread stops at the first that fails: the next ones would wait as long.
+# Then the same flood without the shield, and with the kernel's own SYN cookies off
+# (`net.ipv4.tcp_syncookies` 0, as on a host that never turned them on): the listener alone.
 
 # %%
 shield = parts["xdp_syn_shield"]
@@ -402,20 +394,13 @@ def flood(program=None) -> dict:
 
 with net.always_cookies():
     with_shield = flood(shield)
-show(["with the shield", "count"], [[k, v] for k, v in with_shield.items()])
-
-# %% [markdown]
-# The same flood without the shield, and with the kernel's own SYN cookies off
-# (`net.ipv4.tcp_syncookies` 0), as on a host that never turned them on: the listener alone.
-
-# %%
 sysctl(net.server_netns, "net.ipv4.tcp_syncookies", 0)
 try:
     without = flood()
 finally:
     sysctl(net.server_netns, "net.ipv4.tcp_syncookies", 1)  # the default again
-show(["without it (no cookies)", "count"],
-     [[k, v] for k, v in without.items() if k not in SLOTS.values()])
+show(["", "with the shield", "without it (no cookies)"],
+     [[k, v, "—" if k in SLOTS.values() else without[k]] for k, v in with_shield.items()])
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for ax, what, title in zip(axes, ("TcpExtListenDrops", "clients connected"),
@@ -494,8 +479,7 @@ show(["hook", "TCP state it can read", "how", "measured here"], [
 # lookup, and any figure of the connection through a map that sock_ops keeps. And §4.4's worry
 # has a partial one: a whole TCP server at XDP would still be hard, but a stateless piece of one,
 # the SYN cookie, fits in an XDP program, with the kernel's own secret.
-
-# %% [markdown]
+#
 # ## Clean up
 #
 # The network (namespaces, the server, its cgroup) and the programs, in reverse.
