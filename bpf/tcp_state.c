@@ -201,6 +201,9 @@ int xdp_flow_gate(struct xdp_md *ctx)
 
 /* ===== Step 4: a stateless shield for a stateful protocol ===== */
 
+/* The server's own addresses, at key 0, filled by the loader (bpflab.tcp_state.load_parts). */
+BPF_ARRAY(server, struct server_addrs, 1);
+
 /* What the shield did: SYNs it answered, handshake ACKs whose cookie held, the others dropped. */
 enum { SYNS_ANSWERED, COOKIES_VALID, COOKIES_FORGED, SHIELD_EVENTS };
 BPF_PERCPU_ARRAY(shield, __u64, SHIELD_EVENTS);
@@ -250,9 +253,12 @@ int xdp_syn_shield(struct xdp_md *ctx)
 	struct tcphdr *tcp = parse_tcp_segment(&c, &ip);
 	__u8 header[TCP_MAX_HLEN] = {}; /* the TCP header, copied out: zeros after its end */
 	struct tcphdr *th = (struct tcphdr *)header;
-	__u32 th_len, tcp_off;
+	__u32 th_len, tcp_off, zero = 0;
+	struct server_addrs *me = server.lookup(&zero);
 
-	if (!tcp || tcp->rst || tcp->fin)
+	if (!tcp || tcp->rst || tcp->fin || !me)
+		return XDP_PASS;
+	if (!eth_to_me(eth, me->mac)) /* another host's frame: the kernel drops it; do not answer it */
 		return XDP_PASS;
 	th_len = tcp->doff * 4;
 	if (th_len < TCP_MIN_HLEN || th_len > TCP_MAX_HLEN) /* the verifier needs both bounds */
@@ -287,7 +293,7 @@ int xdp_syn_shield(struct xdp_md *ctx)
 			count_shield(COOKIES_VALID);
 		return XDP_PASS;
 	}
-	if (!tcp->syn || tcp->ack || tcp_payload_len(ip, tcp) || bpf_ntohs(ip->tot_len) != sizeof(*ip) + th_len) {
+	if (!tcp->syn || tcp->ack || bpf_ntohs(ip->tot_len) != sizeof(*ip) + th_len) {
 		bpf_sk_release(sk); /* a SYN with data, or anything odd: the kernel's */
 		return XDP_PASS;
 	}

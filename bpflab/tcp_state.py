@@ -24,7 +24,7 @@ from bpflab import testrun
 from bpflab.attach import attach, attach_xdp, detach_tc, detach_xdp
 from bpflab.cgroups import ProgramCgroup
 from bpflab.course.labs import BPF_TOOLS, Lab, load_lab
-from bpflab.oracles import tcp_kernel
+from bpflab.oracles import echo, tcp_kernel
 from bpflab.packets import CLIENT_IPV4, SERVER_IPV4, ether
 from bpflab.programs import CompilerWarning, Program, ProgramError, compile_source, load
 from bpflab.services import tcp_service
@@ -87,6 +87,10 @@ def load_parts(source: Path, lab: Lab | None = None) -> Parts:
                 parts.programs[entry] = compiled.load(entry, owns_module=False, hook=lab.hook_of(entry))
         except ProgramError as error:
             parts.refused[entry] = error
+    loaded = next(iter(parts.programs.values()), None)
+    with contextlib.suppress(KeyError):  # KeyError: a file without the shield's `server` map
+        if loaded:
+            echo.configure(loaded)  # the shield answers frames to its own MAC only
     return parts
 
 

@@ -44,8 +44,11 @@ def test_xdp_leaves_other_traffic_alone(parts: Parts, net: TcpLab) -> None:  # n
 @points(1)
 def test_shield_leaves_closed_ports_and_data_to_the_kernel(parts: Parts, net: TcpLab,  # noqa: F811
                                                            cookies: None) -> None:  # noqa: F811
-    """Step 4: a SYN to a port nobody listens on, and a SYN that carries data, go to the kernel untouched."""
+    """Step 4: a SYN to a closed port, with data, or for another MAC goes to the kernel untouched."""
     program = part(parts, "xdp_syn_shield")
     working_shield(net, program)
     expect_untouched(net, program, segment("S", sport=44001, dport=9), "a SYN to a port nobody listens on")
     expect_untouched(net, program, segment("S", sport=44002, data=b"early data"), "a SYN that carries data")
+    elsewhere = Ether(segment("S", sport=44003))
+    elsewhere.dst = "02:00:00:00:00:99"
+    expect_untouched(net, program, bytes(elsewhere), "a SYN in a frame for another host's MAC")
