@@ -33,7 +33,7 @@ TOOLS = (("dns_query_generator.c", "dns_query_generator", "xdp", ("-DQUERY_LEN=7
          ("dns_reply_counter.c", "dns_reply_counter", "xdp", ()),
          ("helper_cost.c", "helper_cost", "tc", ("-DCALLS=4",)))
 BPF_PROG_TYPE_SOCK_OPS = 13  # include/uapi/linux/bpf.h (bpflab.programs names only XDP's and TC's)
-PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS, "sock_ops": BPF_PROG_TYPE_SCHED_CLS}
+PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS, "sock_ops": BPF_PROG_TYPE_SOCK_OPS}
 LD_IMM64, BPF_PSEUDO_MAP_FD = 0x18, 1
 INSN = struct.Struct("<BBhi")  # struct bpf_insn
 
