@@ -8,16 +8,15 @@
      is passed, so it is timed as the mean of many repeats);
    - the shield on a SYN to the listener (a cookie made, the SYN-ACK written: the frame changes,
      so one run per call, the interquartile mean of many calls, and the floor timed the same way).
-2. A SYN flood of spoofed sources while real clients connect, with the shield and without it
-   (SYN cookies off, as a server without a shield might run): SYNs sent, answered at XDP,
-   clients connected, and what the listener dropped (nstat).
+2. A SYN flood of spoofed sources while real clients connect (TcpLab.flood_with_clients: the
+   clients stop at the first that fails), with the shield and without it (SYN cookies off, as
+   a server without a shield might run): SYNs sent, answered at XDP, clients connected, and
+   what the listener dropped (nstat).
 """
 
 from __future__ import annotations
 
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from bpflab import measure
@@ -47,29 +46,13 @@ def costs(parts: Parts, net: TcpLab) -> None:
 
 def flood(parts: Parts, net: TcpLab, shielded: bool) -> None:
     shield = parts["xdp_syn_shield"]
-    connected: list[int] = []
-
-    def clients() -> None:
-        for _ in range(CLIENTS):
-            try:
-                net.exchange(wanted=1000, send=b"r" * 100)
-                connected.append(1)
-            except OSError:
-                pass
-
-    before, answered = net.counters(), shield.percpu_sums("shield").get(0, 0)
-    real = threading.Thread(target=clients)
-    start = time.monotonic()
-    real.start()
-    sent = net.syn_flood(FLOOD_SYNS, seed=int(shielded))
-    real.join()
-    took = time.monotonic() - start
-    time.sleep(0.5)
-    after = net.counters()
+    before, answered = net.settle(), shield.percpu_sums("shield").get(0, 0)
+    result = net.flood_with_clients(FLOOD_SYNS, CLIENTS)
+    after = net.settle()
     answered = shield.percpu_sums("shield").get(0, 0) - answered
     drops = ", ".join(f"{name} {after[name] - before[name]}" for name in DROPS)
-    print(f"{'shield' if shielded else 'no shield, cookies off':24} SYNs sent {sent}, answered at XDP "
-          f"{answered}, clients connected {len(connected)}/{CLIENTS} in {took:.1f} s; {drops}")
+    print(f"{'shield' if shielded else 'no shield, cookies off':24} SYNs sent {result.sent}, answered at XDP "
+          f"{answered}, clients connected {result.connected}/{CLIENTS} in {result.seconds:.1f} s; {drops}")
 
 
 def main() -> None:

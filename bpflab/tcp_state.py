@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ OVERFLOW_COOKIES, ALWAYS_COOKIES = 1, 2
 
 FLOOD_NET = "192.0.2.{}"  # spoofed flood sources: addresses of the client's subnet nobody holds
 FLOOD_HOSTS = range(100, 250)
+FLOOD_BURST = 200  # SYNs sent between two looks at the clients: the flood's head start, too
+SETTLE_QUIET, SETTLE_LIMIT = 0.15, 5.0  # seconds without a segment that end an exchange; at most
 LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 
 
@@ -92,6 +96,16 @@ def load_parts(source: Path, lab: Lab | None = None) -> Parts:
         if loaded:
             echo.configure(loaded)  # the shield answers frames to its own MAC only
     return parts
+
+
+@dataclass(frozen=True)
+class Flood:
+    """What a SYN flood with real clients came to."""
+
+    sent: int  # spoofed SYNs the veth took
+    connected: int  # real clients that connected and got their answer
+    failure: str  # the first client's failure, or ""
+    seconds: float
 
 
 def per_state(program: Program, table: str) -> dict[str, int]:
@@ -220,6 +234,44 @@ class TcpLab:
 
     def counters(self) -> dict[str, int]:
         return tcp_kernel.counters(self.server_netns)
+
+    def settle(self) -> dict[str, int]:
+        """Wait until the server's namespace has received no segment for a moment (the last ACKs
+        of an exchange arrive after the client is done); then its counters."""
+        deadline, last = time.monotonic() + SETTLE_LIMIT, self.counters()
+        while time.monotonic() < deadline:
+            time.sleep(SETTLE_QUIET)
+            now = self.counters()
+            if now["TcpInSegs"] == last["TcpInSegs"]:
+                return now
+            last = now
+        return last
+
+    def flood_with_clients(self, syns: int, clients: int) -> Flood:
+        """Spoofed SYNs, and once the flood is under way, `clients` real clients connecting one
+        after the other. The flood lasts `syns` SYNs, and longer while clients are still at it (a
+        flood does not stop for them); the clients stop at the first that fails, since the next
+        ones would wait as long (tcp_service.CLIENT_TIMEOUT)."""
+        connected, failures = [], []
+
+        def connect() -> None:
+            for _ in range(clients):
+                try:
+                    self.exchange(wanted=1000, send=b"r" * 100)
+                except OSError as exc:
+                    failures.append(f"client {len(connected) + 1}: {type(exc).__name__} {exc}")
+                    return
+                connected.append(1)
+
+        started = time.monotonic()
+        sent, burst = self.syn_flood(FLOOD_BURST), 1
+        real = threading.Thread(target=connect)
+        real.start()
+        while sent < syns or real.is_alive():
+            sent += self.syn_flood(FLOOD_BURST, seed=burst)
+            burst += 1
+        real.join()
+        return Flood(sent, len(connected), failures[0] if failures else "", time.monotonic() - started)
 
     def syn_flood(self, count: int, seed: int = 0) -> int:
         """Send `count` SYNs from spoofed sources of the client's subnet that nobody holds (their

@@ -168,3 +168,21 @@ def test_a_release_without_a_manifest_keeps_only_the_students_areas(tmp_path):
     assert runtime.read_text() == shipped
     assert kept == ["kept your labs/hello-xdp/hello_xdp.c; the course's new version is "
                     "labs/hello-xdp/hello_xdp.new.c"]
+
+
+@pytest.mark.slow
+def test_tcp_state_notebook_and_check_run_in_the_release_against_the_starter(release, tmp_path):
+    """Notebook 06 and `make check`'s grader on the tcp-state starter, in the release: every cell
+    runs (the loss maker the checks load ships too), every table empty, the grade 0."""
+    notebooks = release / "notebooks"
+    env = {**os.environ, "PYTHONPATH": str(release)}
+    done = subprocess.run([sys.executable, "-c", RUN_NOTEBOOK, str(notebooks / "06-tcp-state.ipynb"),
+                           str(notebooks)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "xdp_syn_shield (xdp): loaded" in done.stdout and "Traceback" not in done.stdout
+    graded = subprocess.run([sys.executable, "-m", "grader", "grade", str(release / "labs" / "tcp-state"),
+                             "--lab", "tcp-state", "--results", str(tmp_path / "results.json")],
+                            cwd=release, env=env, capture_output=True, text=True, timeout=900)
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    assert "Score: 0/29" in graded.stdout, graded.stdout  # the instructor's 2 points are not shipped
+    assert "No such file" not in graded.stdout, graded.stdout

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jupytext
 
-from bpflab.course.labs import BPF_INCLUDE, HIDDEN_TESTS, NOTEBOOKS_DIR, ROOT, all_labs
+from bpflab.course.labs import BPF_INCLUDE, BPF_TOOLS, HIDDEN_TESTS, NOTEBOOKS_DIR, ROOT, all_labs
 from bpflab.course.starters import starter_source
 
 # Copied as they are: the runtime, the grader, the machine recipes and the commands.
@@ -30,8 +30,11 @@ SHARED = (
     "Makefile", "Vagrantfile", "requirements.txt", "constraints.txt", "pyproject.toml",
 )
 COURSE_PROGRAMS = ("maps_tour.c",)  # programs in bpf/ that students read and run, not solutions
+COURSE_TOOLS = ("tcp_dropper.c",)  # bpf/tools/ programs a lab's checks load (the rest: the bench's)
 SOLUTION_TAG = "solution"
-UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+# Build leftovers; a test cache names the hidden tests an instructor ran, so it never ships.
+UNWANTED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", ".pytest_cache",
+                                  ".ruff_cache")
 MANIFEST = ".release.json"  # in the release: the digest of every file as shipped
 STUDENT_AREAS = ("labs/", "notebooks/")  # where students edit: what a release without a manifest keeps
 
@@ -128,6 +131,9 @@ def assemble(dest: Path) -> None:
     shutil.copytree(BPF_INCLUDE, dest / "bpf" / "include", ignore=ignored)
     for name in COURSE_PROGRAMS:
         shutil.copy2(BPF_INCLUDE.parent / name, dest / "bpf" / name)
+    (dest / "bpf" / "tools").mkdir()
+    for name in COURSE_TOOLS:
+        shutil.copy2(BPF_TOOLS / name, dest / "bpf" / "tools" / name)
     (dest / "notebooks").mkdir()
     for lab in all_labs():
         folder = dest / "labs" / lab.id

@@ -11,9 +11,6 @@ passing everything is what the starter does, and it earns nothing.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -27,8 +24,6 @@ from bpflab.verdicts import TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_TX, verdict
 from grader.checks import delta, expect, fail, points
 
 LAB = "tcp-state"
-SETTLE = 0.15  # seconds without a new segment: the exchange is over
-SETTLE_LIMIT = 5.0
 BULK = 3_000_000  # bytes the server sends in the figures tests: long enough to grow a window
 CWND_SLACK = 0.10  # cwnd: within 10% (2 segments at least) of ss, read a moment later
 RTT_SLACK = 0.5  # RTT: within half of ss's (0.2 ms at least): both are smoothed, a sample apart
@@ -58,19 +53,6 @@ def part(parts: Parts, entry: str) -> Program:
     if program.warnings:
         fail(f"{entry}() loads, but it will not do what it should:\n" + "\n".join(program.warnings))
     return program
-
-
-def settle(net: TcpLab) -> dict[str, int]:
-    """Wait until the server's namespace has received no segment for SETTLE seconds; its counters."""
-    deadline = time.monotonic() + SETTLE_LIMIT
-    last = net.counters()
-    while time.monotonic() < deadline:
-        time.sleep(SETTLE)
-        now = net.counters()
-        if now["TcpInSegs"] == last["TcpInSegs"]:
-            return now
-        last = now
-    return last
 
 
 def socket_of(net: TcpLab, port: int) -> Socket:
@@ -112,10 +94,10 @@ def test_xdp_counts_every_segment_by_socket_state(parts: Parts, net: TcpLab) -> 
     """Step 1: xdp_tcp_seen counts each arriving segment once, by its socket's state, as the kernel does."""
     program = part(parts, "xdp_tcp_seen")
     with net.attached(program):
-        before, kernel = per_state(program, "seen"), settle(net)
+        before, kernel = per_state(program, "seen"), net.settle()
         for close in (False, True, False):
             net.exchange(wanted=20_000, send=b"d" * 3000, close=close)
-        after_kernel = settle(net)
+        after_kernel = net.settle()
     changed = delta(before, per_state(program, "seen"))
     arrived = after_kernel["TcpInSegs"] - kernel["TcpInSegs"]
     expect(sum(changed.values()) == arrived, f"Over 3 connections the kernel received {arrived} TCP "
@@ -136,7 +118,7 @@ def test_xdp_sees_time_wait_and_no_socket(parts: Parts, net: TcpLab) -> None:
     """Step 1: a segment for a TIME_WAIT connection counts under TIME_WAIT; one to a closed port in slot 0."""
     program = part(parts, "xdp_tcp_seen")
     net.exchange(wanted=100, close=True)  # the server closes first: its side waits in TIME_WAIT
-    settle(net)
+    net.settle()
     waiting = [s for s in net.sockets() if STATE_NAMES[s.state] == "TIME_WAIT"]
     assert waiting, "the suite's connection left no TIME_WAIT socket"
     port = waiting[-1].peer[1]
@@ -156,7 +138,7 @@ def test_tc_figures_are_the_kernels(parts: Parts, net: TcpLab) -> None:
     program = part(parts, "tc_tcp_flows")
     with net.attached(program), net.lossy(), net.connection(wanted=BULK) as client:
         client.sendall(b"!")  # one more segment from the client: TC reads the figures it finds
-        settle(net)
+        net.settle()
         port = client.getsockname()[1]
         kernel = socket_of(net, port)
         view = flows(program, "tc_flows").get(port)
@@ -187,10 +169,10 @@ def test_sockops_records_each_connections_state(parts: Parts, net: TcpLab) -> No
     """Step 3: sockops_flows keeps each connection's state, RTT and cwnd in flow_states, as ss sees them."""
     program = part(parts, "sockops_flows")
     closed = [net.exchange(wanted=1000, close=server_first) for server_first in (False, True)]
-    settle(net)
+    net.settle()
     with net.connection(wanted=BULK) as client:
         client.sendall(b"!")
-        settle(net)
+        net.settle()
         port = client.getsockname()[1]
         kernel = socket_of(net, port)
         states = flows(program, "flow_states")
@@ -212,7 +194,7 @@ def test_sockops_counts_retransmissions(parts: Parts, net: TcpLab) -> None:
     program = part(parts, "sockops_flows")
     with net.lossy(), net.connection(wanted=BULK) as client:
         client.sendall(b"!")
-        settle(net)
+        net.settle()
         port = client.getsockname()[1]
         kernel = socket_of(net, port)
         known = flows(program, "flow_states").get(port)
@@ -232,7 +214,7 @@ def test_xdp_reads_state_from_the_map(parts: Parts, net: TcpLab) -> None:
     with net.attached(program):
         before = per_state(program, "bytes_by_state")
         net.exchange(wanted=10, send=data)
-        settle(net)
+        net.settle()
     changed = delta(before, per_state(program, "bytes_by_state"))
     sent = len(data) + len(b"10\n")  # the request line, then the data
     expect(changed == {"ESTABLISHED": sent}, f"A client sent {sent} bytes on an established connection; "
@@ -267,7 +249,7 @@ def test_shield_answers_with_a_cookie_the_kernel_accepts(parts: Parts, net: TcpL
     program = part(parts, "xdp_syn_shield")
     syn_ack_of(net, program, segment("S", sport=42000, seq=7777))
     with net.attached(program):
-        before, kernel = program.percpu_sums("shield"), settle(net)
+        before, kernel = program.percpu_sums("shield"), net.settle()
         for _ in range(3):
             try:
                 net.exchange(wanted=5000, send=b"c" * 500)
@@ -275,7 +257,7 @@ def test_shield_answers_with_a_cookie_the_kernel_accepts(parts: Parts, net: TcpL
                 fail(f"A real client could not connect through the shield ({exc}): the kernel refused the "
                      "handshake's ACK, so the SYN-ACK's sequence number is not a cookie of its: use "
                      "bpf_tcp_gen_syncookie() with the listener's socket.")
-        after = settle(net)
+        after = net.settle()
     answered = delta(before, program.percpu_sums("shield"))
     counted = ("TcpExtSyncookiesRecv", "TcpExtSyncookiesSent", "TcpPassiveOpens")
     cookies = {k: after[k] - kernel[k] for k in counted}
@@ -301,32 +283,19 @@ def test_shield_drops_forged_acks(parts: Parts, net: TcpLab, cookies: None) -> N
 def test_syn_flood_does_not_reach_the_listener(parts: Parts, net: TcpLab, cookies: None) -> None:
     """Step 4: 3000 spoofed SYNs while 20 real clients connect: all 20 succeed, the listener drops nothing."""
     program = part(parts, "xdp_syn_shield")
-    before, kernel = program.percpu_sums("shield"), settle(net)
-    failures: list[str] = []
-
-    def clients() -> None:
-        for _ in range(FLOOD_CLIENTS):
-            try:
-                net.exchange(wanted=1000, send=b"r" * 100)
-            except OSError as exc:  # the first failure says it all: the others would wait as long
-                failures.append(str(exc))
-                return
-
+    before, kernel = program.percpu_sums("shield"), net.settle()
     with net.attached(program):
-        real = threading.Thread(target=clients)
-        real.start()
-        sent = net.syn_flood(FLOOD_SYNS)
-        real.join()
-        after = settle(net)
+        flood = net.flood_with_clients(FLOOD_SYNS, FLOOD_CLIENTS)
+        after = net.settle()
     answered = delta(before, program.percpu_sums("shield")).get(0, 0)
     dropped = ("TcpExtListenDrops", "TcpExtListenOverflows", "TcpExtTCPReqQFullDrop")
     drops = {k: after[k] - kernel[k] for k in dropped}
-    expect(not failures, f"A real client failed during the flood ({failures[0] if failures else ''}): "
-           "every client must connect while the shield answers the flood.")
+    expect(not flood.failure, f"A real client failed during the flood ({flood.failure}): every client "
+           "must connect while the shield answers the flood.")
     expect(not any(drops.values()), f"During the flood the listener dropped: {drops}. The shield must answer "
            "every SYN itself, so that none waits in the listener's queue.")
-    expect(answered >= sent, f"{sent} flood SYNs and {FLOOD_CLIENTS} real ones arrived; the shield answered "
-           f"{answered}.")
+    expect(answered >= flood.sent + FLOOD_CLIENTS, f"{flood.sent} flood SYNs and {FLOOD_CLIENTS} real ones "
+           f"arrived; the shield answered {answered}.")
 
 
 # -- Every packet program: malformed segments pass untouched ---------------------------------------------
