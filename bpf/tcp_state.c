@@ -293,7 +293,9 @@ int xdp_syn_shield(struct xdp_md *ctx)
 			count_shield(COOKIES_VALID);
 		return XDP_PASS;
 	}
-	if (!tcp->syn || tcp->ack || bpf_ntohs(ip->tot_len) != sizeof(*ip) + th_len) {
+	/* tot_len - 20, not 20 + th_len: comparing a sum made a copy of th_len whose bounds
+	 * Linux 6.12's verifier then forgot ("R4 invalid zero-sized read" at bpf_xdp_load_bytes). */
+	if (!tcp->syn || tcp->ack || bpf_ntohs(ip->tot_len) - sizeof(*ip) != th_len) {
 		bpf_sk_release(sk); /* a SYN with data, or anything odd: the kernel's */
 		return XDP_PASS;
 	}

@@ -36,6 +36,7 @@ BPF_PROG_TYPE_SOCK_OPS = 13
 BPF_CGROUP_SOCK_OPS = 3  # enum bpf_attach_type
 HASH_MAPS = {1, 5, 9}  # enum bpf_map_type: hash, per-CPU hash, LRU hash: maps whose entries count
 CGROUP_ROOT = "/sys/fs/cgroup"  # smoke-init mounts cgroup2 there
+CONNECT_SECONDS = 10  # the loopback connection that makes a sock_ops program run
 INSN = struct.Struct("<BBhi")  # struct bpf_insn: code, dst_reg:4 src_reg:4, off, imm
 LOG_SIZE = 1 << 22
 LOG_LINES = 15  # the end of a rejecting verifier's log: its verdict and the instructions before it
@@ -235,9 +236,10 @@ def exchange() -> None:
     """One TCP connection over loopback: listen on 127.0.0.1, connect, accept, a few bytes each way,
     then both ends closed (a sock_ops program that asked for state callbacks sees the close)."""
     with socket.create_server(("127.0.0.1", 0)) as listener, \
-            socket.create_connection(listener.getsockname(), timeout=10) as client:
+            socket.create_connection(listener.getsockname(), timeout=CONNECT_SECONDS) as client:
         server, _ = listener.accept()
         with server:
+            server.settimeout(CONNECT_SECONDS)  # a stuck child would leave the host waiting for ready
             client.sendall(b"vmsmoke")
             server.recv(16)
             server.sendall(b"ok")
