@@ -199,6 +199,19 @@ class TcpLab:
             detach = detach_xdp if program.hook == "xdp" else detach_tc
             detach(self.server_netns, self.topology.server.ifname)
 
+    @contextlib.contextmanager
+    def counting(self, program: Program, table: str) -> Iterator[dict[str, int]]:
+        """`program` attached for the body of the `with`; after it, once the traffic has settled,
+        the dict it gave holds how the program's per-state `table` changed, by state name."""
+        changed: dict[str, int] = {}
+        with self.attached(program):
+            before = per_state(program, table)
+            yield changed
+            self.settle()
+        after = per_state(program, table)
+        changed.update({state: n - before.get(state, 0) for state, n in after.items()
+                        if n != before.get(state, 0)})
+
     def test_run(self, program: Program, frame: bytes) -> testrun.RunResult:
         """Test-run `program` on `frame` from inside the server's namespace: a socket lookup
         (BPF_F_CURRENT_NETNS) finds the sockets of the namespace the caller is in."""

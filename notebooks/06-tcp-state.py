@@ -140,12 +140,11 @@ EXCHANGES = (False, True, False)  # close=True: the server closes first and its 
 
 def count_segments(program) -> tuple[dict[str, int], int]:
     """Three connections with `program` attached: its per-state counts, and the kernel's TcpInSegs."""
-    with net.attached(program):
-        before, kernel = per_state(program, "seen"), net.settle()
+    kernel = net.settle()
+    with net.counting(program, "seen") as counted:
         for close in EXCHANGES:
             net.exchange(wanted=20_000, send=b"d" * 3000, close=close)
-        after = net.settle()
-    return grown(before, per_state(program, "seen")), after["TcpInSegs"] - kernel["TcpInSegs"]
+    return counted, net.settle()["TcpInSegs"] - kernel["TcpInSegs"]
 
 
 def time_wait_probe(program) -> str:
@@ -298,11 +297,8 @@ server_closed = recorded.get(next(iter(p for p, how in ended.items() if how.star
 # %%
 gate = parts["xdp_flow_gate"]
 data = b"g" * 54_321
-with net.attached(gate):
-    before = per_state(gate, "bytes_by_state")
+with net.counting(gate, "bytes_by_state") as gated:
     net.exchange(wanted=10, send=data)
-    net.settle()
-gated = grown(before, per_state(gate, "bytes_by_state"))
 sent = len(data) + len(b"10\n")  # the request line, then the data
 show(["the client sent", "`bytes_by_state` gained, by the state sock_ops recorded"],
      [[f"{sent:,} bytes", ", ".join(f"{state}: {n:,}" for state, n in gated.items()) or "nothing"]])

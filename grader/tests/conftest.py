@@ -9,6 +9,7 @@ question set's suites read the submission's answers file instead (`answers`).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,26 +68,27 @@ def program(request: pytest.FixtureRequest, lab: Lab, loaded: dict[str, Program 
     return loaded[lab.id]
 
 
-@pytest.fixture(scope="module")
-def gym(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Gym:
-    """A gym lab's exercises, each loaded or refused on its own (bpflab.gym), once per lab."""
+def load_once(request: pytest.FixtureRequest, lab: Lab, loaded: dict, loader: Callable[[Path], object]):
+    """Load the submission with `loader` once per lab, for all its modules; their refusals are
+    per program inside what it returns. A missing file fails every test with the same words."""
     if lab.id not in loaded:
         source = submitted(request, lab)
         if not source.is_file():
             raise ProgramError("compile", f"The submission has no file called {lab.program}.")
-        loaded[lab.id] = load_gym(source, lab.hook)
+        loaded[lab.id] = loader(source)
     return loaded[lab.id]
+
+
+@pytest.fixture(scope="module")
+def gym(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Gym:
+    """A gym lab's exercises, each loaded or refused on its own (bpflab.gym), once per lab."""
+    return load_once(request, lab, loaded, lambda source: load_gym(source, lab.hook))
 
 
 @pytest.fixture(scope="module")
 def parts(request: pytest.FixtureRequest, lab: Lab, loaded: dict) -> Parts:
     """A several-program lab's parts (bpflab.tcp_state), each loaded or refused on its own."""
-    if lab.id not in loaded:
-        source = submitted(request, lab)
-        if not source.is_file():
-            raise ProgramError("compile", f"The submission has no file called {lab.program}.")
-        loaded[lab.id] = load_parts(source, lab)
-    return loaded[lab.id]
+    return load_once(request, lab, loaded, lambda source: load_parts(source, lab))
 
 
 @pytest.fixture(scope="module")

@@ -93,12 +93,11 @@ def malformed(sport: int) -> list[tuple[bytes, str]]:
 def test_xdp_counts_every_segment_by_socket_state(parts: Parts, net: TcpLab) -> None:
     """Step 1: xdp_tcp_seen counts each arriving segment once, by its socket's state, as the kernel does."""
     program = part(parts, "xdp_tcp_seen")
-    with net.attached(program):
-        before, kernel = per_state(program, "seen"), net.settle()
+    kernel = net.settle()
+    with net.counting(program, "seen") as changed:
         for close in (False, True, False):
             net.exchange(wanted=20_000, send=b"d" * 3000, close=close)
-        after_kernel = net.settle()
-    changed = delta(before, per_state(program, "seen"))
+    after_kernel = net.settle()
     arrived = after_kernel["TcpInSegs"] - kernel["TcpInSegs"]
     expect(sum(changed.values()) == arrived, f"Over 3 connections the kernel received {arrived} TCP "
            f"segments; seen counted {sum(changed.values())} ({changed}). Count each segment once, in "
@@ -211,11 +210,8 @@ def test_xdp_reads_state_from_the_map(parts: Parts, net: TcpLab) -> None:
     part(parts, "sockops_flows")
     program = part(parts, "xdp_flow_gate")
     data = b"g" * 54_321
-    with net.attached(program):
-        before = per_state(program, "bytes_by_state")
+    with net.counting(program, "bytes_by_state") as changed:
         net.exchange(wanted=10, send=data)
-        net.settle()
-    changed = delta(before, per_state(program, "bytes_by_state"))
     sent = len(data) + len(b"10\n")  # the request line, then the data
     expect(changed == {"ESTABLISHED": sent}, f"A client sent {sent} bytes on an established connection; "
            f"bytes_by_state changed by {changed}. Look the flow up in flow_states with the key the "
