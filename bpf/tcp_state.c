@@ -309,8 +309,9 @@ int xdp_syn_shield(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	/* The cookie: sequence number, MSS and time, signed with the listener's secret. Low 32
-	 * bits: our sequence number; high 32: the MSS it encodes. Needs net.ipv4.tcp_syncookies
-	 * on in the server's namespace (-EINVAL otherwise: the kernel then answers itself). */
+	 * bits: our sequence number; high 32: the MSS it encodes. On Linux 6.1 to 6.18 it needs
+	 * net.ipv4.tcp_syncookies = 2 in the server's namespace; otherwise it fails, and the SYN
+	 * goes to the kernel, which answers it itself. */
 	cookie = bpf_tcp_gen_syncookie(sk, ip, sizeof(*ip), th, th_len);
 	bpf_sk_release(sk);
 	if (cookie < 0)
