@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from bpflab.course.labs import HIDDEN_TESTS, LABS_DIR, all_labs
-from bpflab.course.release import COURSE_PROGRAMS, MANIFEST, SOLUTION_TAG, build
+from bpflab.course.release import COURSE_PROGRAMS, COURSE_TOOLS, MANIFEST, SOLUTION_TAG, build
 from bpflab.course.starters import starter_source, telltale_lines
 
 
@@ -47,8 +47,10 @@ def test_release_make_lists_only_what_works_there(release):
 
 
 def test_release_has_no_reference_program(release):
-    """Only the headers and the course programs students read and run (not solutions)."""
-    assert sorted(p.name for p in (release / "bpf").iterdir()) == sorted(["include", *COURSE_PROGRAMS])
+    """Only the headers, the course programs students read and run, and the tools the checks load."""
+    shipped = sorted(p.name for p in (release / "bpf").iterdir())
+    assert shipped == sorted(["include", "tools", *COURSE_PROGRAMS])
+    assert sorted(p.name for p in (release / "bpf" / "tools").iterdir()) == sorted(COURSE_TOOLS)
 
 
 @pytest.mark.parametrize("lab", all_labs(), ids=lambda lab: lab.id)
