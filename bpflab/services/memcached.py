@@ -1,0 +1,61 @@
+"""A real memcached in the server namespace, for lab xdp-cache, and clients from the client's.
+
+Debian's `memcached`, started by the runtime with UDP on (it is off by default since 1.5.6),
+one worker thread, and a small memory limit; stopped by pid (NetnsServer), never by name. The
+playbook keeps the packaged service stopped. The clients: `get_udp` sends one GET as one
+datagram and returns the reply's payload, as the lab's cache must answer it; `tcp_client` is
+pymemcache's client with its socket made in the client namespace, for SETs and `stats`.
+"""
+
+from __future__ import annotations
+
+import socket
+import types
+from pathlib import Path
+
+from pymemcache.client.base import Client
+
+from bpflab.oracles.memcached import PORT, get_request
+from bpflab.services.netns_server import NetnsServer
+from bpflab.topology import in_netns
+
+MEMORY_MB = 64
+READY = "server listening (udp)"  # what memcached -vv prints once its UDP socket is bound
+UDP_TIMEOUT = 2.0  # seconds a GET waits for its reply
+
+
+class Memcached(NetnsServer):
+    """memcached in netns `netns`, TCP and UDP on `port`, its log in `log`."""
+
+    def __init__(self, netns: str, log: Path, port: int = PORT) -> None:
+        argv = ["memcached", "-u", "nobody", "-l", "0.0.0.0", "-p", str(port), "-U", str(port),
+                "-t", "1", "-m", str(MEMORY_MB), "-vv"]  # -vv: the listening lines, then each command
+        super().__init__(netns, argv, log, READY)
+        self.port = port
+
+
+def netns_sockets(netns: str) -> types.SimpleNamespace:
+    """The socket module, with sockets made in netns `netns` (for a client library that makes
+    its own: a socket belongs to the namespace it was made in, for its whole life)."""
+
+    def make(*args, **kwargs) -> socket.socket:
+        with in_netns(netns):
+            return socket.socket(*args, **kwargs)
+
+    return types.SimpleNamespace(**{**vars(socket), "socket": make})
+
+
+def tcp_client(netns: str, address: str, port: int = PORT) -> Client:
+    """pymemcache's client to memcached at `address`, from netns `netns`."""
+    return Client((address, port), socket_module=netns_sockets(netns), connect_timeout=UDP_TIMEOUT,
+                  timeout=UDP_TIMEOUT)
+
+
+def get_udp(netns: str, address: str, key: bytes, request_id: int = 1, port: int = PORT) -> bytes:
+    """One `get <key>` datagram from netns `netns`; the reply's UDP payload (TimeoutError if none)."""
+    with in_netns(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(UDP_TIMEOUT)
+        sock.sendto(get_request(key, request_id), (address, port))
+        return sock.recv(65536)
