@@ -150,7 +150,7 @@ def pings(received: int = 10) -> dict[str, PingResult]:
 def test_every_lab_reference_and_tool_is_checked_and_only_the_echo_attached():
     found = {target.entry: target for target in targets()}
     entries = {entry for lab in program_labs() for entry in lab.entries}
-    assert entries | {"dns_query_generator", "dns_reply_counter", "helper_cost"} == set(found)
+    assert entries | {"dns_query_generator", "dns_reply_counter", "helper_cost", "tcp_dropper"} == set(found)
     assert {"gym_bounds", "gym_signature"} <= entries  # the verifier gym: every exercise
     assert [entry for entry, target in found.items() if target.attach] == ["xdp_icmp_echo"]
     assert PROG_TYPES[found["tc_icmp_echo"].hook] == BPF_PROG_TYPE_SCHED_CLS

@@ -26,12 +26,13 @@ from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Compiled
 from bpflab.tools.vm.common import GUEST_IPV4, GUEST_IPV6, GUEST_MAC, SmokeError
 
 LAB = "xdp-icmp"  # the lab whose reference is attached and pinged
-# Checked by the guest's verifier besides the labs' references: the benchmark's tools, as
-# (file in bpf/tools, entry, hook, cflags). 75 is the length of bench's query frame (www.lab.example,
-# IPv4).
+# Checked by the guest's verifier besides the labs' references: the tools of the bench and of the
+# checks, as (file in bpf/tools, entry, hook, cflags). 75 is the length of bench's query frame
+# (www.lab.example, IPv4).
 TOOLS = (("dns_query_generator.c", "dns_query_generator", "xdp", ("-DQUERY_LEN=75",)),
          ("dns_reply_counter.c", "dns_reply_counter", "xdp", ()),
-         ("helper_cost.c", "helper_cost", "tc", ("-DCALLS=4",)))
+         ("helper_cost.c", "helper_cost", "tc", ("-DCALLS=4",)),
+         ("tcp_dropper.c", "tcp_dropper", "xdp", ()))
 BPF_PROG_TYPE_SOCK_OPS = 13  # include/uapi/linux/bpf.h (bpflab.programs names only XDP's and TC's)
 PROG_TYPES = {"xdp": BPF_PROG_TYPE_XDP, "tc": BPF_PROG_TYPE_SCHED_CLS, "sock_ops": BPF_PROG_TYPE_SOCK_OPS}
 LD_IMM64, BPF_PSEUDO_MAP_FD = 0x18, 1
