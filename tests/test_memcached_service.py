@@ -74,10 +74,16 @@ def test_the_cache_in_progress_answers_hits_and_never_a_stale_value(tmp_path) ->
     """bpf/xdp_cache.c against the real memcached: the first GET fills the cache from memcached's
     reply, the next ones are answered at XDP byte for byte as memcached would, and a SET makes
     the next GET go to memcached for the new value (lab xdp-cache, issue 18, in progress)."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import Ether
+
+    from bpflab import testrun
     from bpflab.attach import attach_tc, attach_xdp
     from bpflab.course.labs import BPF_DIR
     from bpflab.oracles import echo
+    from bpflab.packets import damaged
     from bpflab.programs import compile_source
+    from bpflab.verdicts import XDP_PASS, XDP_TX
 
     compiled = compile_source(BPF_DIR / "xdp_cache.c", "xdp")
     parts = {entry: compiled.load(entry, owns_module=False, hook=hook) for entry, hook in
@@ -99,6 +105,13 @@ def test_the_cache_in_progress_answers_hits_and_never_a_stale_value(tmp_path) ->
                 hits += 2  # the first GET after the SET went to memcached
                 assert parts["xdp_cache"].percpu_sums("events").get(CACHE_HITS, 0) == hits
             assert client.stats()[b"get_hits"] == 2  # memcached saw one GET per value
+            request = oracle.get_frame(b"key", request_id=77)
+            hit = testrun.run(parts["xdp_cache"].fd, request)
+            assert hit.verdict == XDP_TX and Ether(hit.packet)[UDP].load == oracle.hit_reply(
+                b"key", b"second value", flags=3, request_id=77)
+            damaged_request = damaged(request, UDP, "chksum")
+            passed = testrun.run(parts["xdp_cache"].fd, damaged_request)
+            assert (passed.verdict, passed.packet) == (XDP_PASS, damaged_request)
             client.close()
     finally:
         compiled.bpf.cleanup()
