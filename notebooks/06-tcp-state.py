@@ -283,8 +283,10 @@ show(["port", "connection", "state (sock_ops / ss)", "cwnd", "RTT (ms)", "retran
 server_closed = recorded.get(next(iter(p for p, how in ended.items() if how.startswith("the server"))))
 
 # %% [markdown]
-# The open connection's figures match `ss`'s, as TC's did, but nobody had to send a segment to
-# refresh them: the kernel called the program. Closed connections stay in the map (`ss` shows
+# The open connection's figures are `ss`'s as of the program's last callback: nobody had to send
+# a segment to refresh them, the kernel called the program. The window may still have grown after
+# that callback (the ACK that gave the last RTT sample grows it afterwards, by many segments in
+# slow start), so it can trail `ss`'s. Closed connections stay in the map (`ss` shows
 # only live sockets; a real program would delete the entry at CLOSE). And where `ss` shows the
 # server-closed connection in **TIME_WAIT**, sock_ops says **CLOSE**: entering TIME_WAIT, the
 # kernel moves the full socket to CLOSE (the last callback the program gets) and hands the
