@@ -235,6 +235,7 @@ else:
 BULK = 3_000_000
 tc = parts["tc_tcp_flows"]
 with net.attached(tc), net.lossy(), net.connection(wanted=BULK) as client:
+    net.settle()  # the client's last ACKs out on their own first
     client.sendall(b"!")
     net.settle()
     tc_port = client.getsockname()[1]
@@ -268,6 +269,7 @@ ended = {net.exchange(wanted=1000, close=False): "the client closed first",
          net.exchange(wanted=1000, close=True): "the server closed first"}
 net.settle()
 with net.connection(wanted=BULK) as client:
+    net.settle()  # the client's last ACKs out on their own first
     client.sendall(b"!")
     net.settle()
     ended[client.getsockname()[1]] = "still open"

@@ -138,6 +138,7 @@ def test_tc_figures_are_the_kernels(parts: Parts, net: TcpLab) -> None:
     """Step 2: tc_tcp_flows reports a connection's state, cwnd, RTT and retransmissions as ss does."""
     program = part(parts, "tc_tcp_flows")
     with net.attached(program), net.lossy(), net.connection(wanted=BULK) as client:
+        net.settle()  # the client's last ACKs out on their own first, not carried by the next segment
         client.sendall(b"!")  # one more segment from the client: TC reads the figures it finds
         net.settle()
         port = client.getsockname()[1]
@@ -172,6 +173,7 @@ def test_sockops_records_each_connections_state(parts: Parts, net: TcpLab) -> No
     closed = [net.exchange(wanted=1000, close=server_first) for server_first in (False, True)]
     net.settle()
     with net.connection(wanted=BULK) as client:
+        net.settle()
         client.sendall(b"!")
         net.settle()
         port = client.getsockname()[1]
@@ -210,6 +212,7 @@ def test_sockops_counts_retransmissions(parts: Parts, net: TcpLab) -> None:
     """Step 3: flow_states counts a connection's retransmitted segments as ss does."""
     program = part(parts, "sockops_flows")
     with net.lossy(), net.connection(wanted=BULK) as client:
+        net.settle()
         client.sendall(b"!")
         net.settle()
         port = client.getsockname()[1]
