@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import re
+import socket
 import subprocess
 import textwrap
 import threading
@@ -96,6 +97,13 @@ def in_netns(name: str) -> Iterator[None]:
         yield
     finally:
         netns.popns()
+
+
+def socket_in(name: str, *args, **kwargs) -> socket.socket:
+    """A socket made in netns `name` (socket.socket's arguments): it belongs to the namespace it
+    was made in for its whole life, wherever it is used from."""
+    with in_netns(name):
+        return socket.socket(*args, **kwargs)
 
 
 def run_in(name: str, argv: Sequence[str], timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from bpflab.topology import in_netns
+from bpflab.topology import socket_in
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4  # sll_pkttype of frames this host sends: not "received"
@@ -23,8 +23,7 @@ RECEIVE_BUFFER = 64 << 20  # room for thousands of replies while a fuzzer is sti
 
 class Wire:
     def __init__(self, netns: str, ifname: str) -> None:
-        with in_netns(netns):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock = socket_in(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
         self.sock.bind((ifname, 0))
 

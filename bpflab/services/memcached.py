@@ -9,6 +9,7 @@ pymemcache's client with its socket made in the client namespace, for SETs and `
 
 from __future__ import annotations
 
+import functools
 import socket
 import types
 from pathlib import Path
@@ -17,7 +18,7 @@ from pymemcache.client.base import Client
 
 from bpflab.oracles.memcached import PORT, get_request
 from bpflab.services.netns_server import NetnsServer
-from bpflab.topology import in_netns
+from bpflab.topology import socket_in
 
 MEMORY_MB = 64
 READY = "server listening (udp)"  # what memcached -vv prints once its UDP socket is bound
@@ -38,11 +39,7 @@ def netns_sockets(netns: str) -> types.SimpleNamespace:
     """The socket module, with sockets made in netns `netns` (for a client library that makes
     its own: a socket belongs to the namespace it was made in, for its whole life)."""
 
-    def make(*args, **kwargs) -> socket.socket:
-        with in_netns(netns):
-            return socket.socket(*args, **kwargs)
-
-    return types.SimpleNamespace(**{**vars(socket), "socket": make})
+    return types.SimpleNamespace(**{**vars(socket), "socket": functools.partial(socket_in, netns)})
 
 
 def tcp_client(netns: str, address: str, port: int = PORT) -> Client:
@@ -53,9 +50,7 @@ def tcp_client(netns: str, address: str, port: int = PORT) -> Client:
 
 def get_udp(netns: str, address: str, key: bytes, request_id: int = 1, port: int = PORT) -> bytes:
     """One `get <key>` datagram from netns `netns`; the reply's UDP payload (TimeoutError if none)."""
-    with in_netns(netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
+    with socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(UDP_TIMEOUT)
         sock.sendto(get_request(key, request_id), (address, port))
         return sock.recv(65536)

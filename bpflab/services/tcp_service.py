@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bpflab.services.netns_server import NetnsServer
-from bpflab.topology import in_netns
+from bpflab.topology import socket_in
 
 if TYPE_CHECKING:
     from bpflab.cgroups import ProgramCgroup
@@ -76,10 +76,6 @@ class TcpServer(NetnsServer):
         super().__init__(netns, argv, log, READY, cgroup=cgroup)
         self.port = port
 
-    def closed(self) -> list[str]:
-        """One line per connection the server has finished with."""
-        return [line for line in self.output().splitlines() if line.startswith("closed ")]
-
 
 @contextmanager
 def connection(netns: str, address: str, port: int = PORT, wanted: int = 0, close: bool = False,
@@ -87,9 +83,7 @@ def connection(netns: str, address: str, port: int = PORT, wanted: int = 0, clos
     """A client connection from netns `netns` that asked for `wanted` bytes and sent `send`;
     the body runs while it is open (the server's socket is then ESTABLISHED, or FIN_WAIT after
     `close`); it reads the answer in full, then closes."""
-    with in_netns(netns):  # the socket belongs to the netns it was made in, for its whole life
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with sock:
+    with socket_in(netns, socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(CLIENT_TIMEOUT)
         sock.connect((address, port))
         sock.sendall(f"{wanted}{' close' if close else ''}\n".encode() + send)
