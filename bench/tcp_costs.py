@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from bpflab import measure
-from bpflab.tcp_state import Parts, TcpLab, load_parts, segment
+from bpflab.course.labs import load_lab
+from bpflab.parts import Parts, load_parts
+from bpflab.tcp_state import TcpLab, segment
 from bpflab.topology import in_netns, sysctl
 
 SINGLE_RUNS = 5000
@@ -56,7 +58,8 @@ def flood(parts: Parts, net: TcpLab, shielded: bool) -> None:
 
 
 def main() -> None:
-    parts = load_parts(Path(__file__).resolve().parents[1] / "bpf" / "tcp_state.c")
+    lab = load_lab("tcp-state")
+    parts = load_parts(lab.reference, lab)
     try:
         with TcpLab(Path(tempfile.mkdtemp()) / "server.log", sockops=parts["sockops_flows"]) as net:
             with net.always_cookies():

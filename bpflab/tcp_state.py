@@ -1,8 +1,7 @@
 """The tcp-state lab's runtime: its programs, its network, and the kernel's view to check them by.
 
-The lab's file holds several programs, each at its own hook (the lab's `parts`), sharing the
-file's maps: they are compiled once and loaded one by one, and a refused one does not take the
-others down (`load_parts`). `TcpLab` is the lab's network: the client and server namespaces,
+The lab's file holds several programs, each at its own hook (the lab's `parts`, loaded by
+bpflab.parts). `TcpLab` is the lab's network: the client and server namespaces,
 a TCP server inside a cgroup of the run's own (where a sock_ops program sees its sockets), and
 SYN cookies always on in the server's namespace while a shield runs, as its helper needs. The grader's
 suite and the notebook both use it; nothing here knows what a right answer is.
@@ -14,9 +13,8 @@ import contextlib
 import random
 import threading
 import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
@@ -25,16 +23,15 @@ from scapy.packet import Raw
 from bpflab import testrun
 from bpflab.attach import attach, attach_xdp, detach_tc, detach_xdp
 from bpflab.cgroups import ProgramCgroup
-from bpflab.course.labs import BPF_TOOLS, Lab, load_lab
-from bpflab.oracles import echo, tcp_kernel
+from bpflab.course.labs import BPF_TOOLS
+from bpflab.oracles import tcp_kernel
 from bpflab.packets import CLIENT_IPV4, SERVER_IPV4, ether
-from bpflab.programs import CompilerWarning, Program, ProgramError, compile_source, load
+from bpflab.programs import Program, load
 from bpflab.services import tcp_service
 from bpflab.services.tcp_service import PORT, TcpServer
 from bpflab.topology import Topology, in_netns, sysctl
 from bpflab.wire import Wire
 
-LAB_ID = "tcp-state"
 # net.ipv4.tcp_syncookies: 1 (the default) sends cookies when the listener's queue overflows; 2
 # always, and only then does bpf_tcp_gen_syncookie() make one (Linux 6.1 to 6.18). With 2 the
 # kernel keeps no request socket for a handshake either: its ACK goes to the listener.
@@ -45,57 +42,6 @@ FLOOD_HOSTS = range(100, 250)
 FLOOD_BURST = 200  # SYNs sent between two looks at the clients: the flood's head start, too
 SETTLE_QUIET, SETTLE_LIMIT = 0.15, 5.0  # seconds without a segment that end an exchange; at most
 LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
-
-
-@dataclass
-class Parts:
-    """The programs of one file, by entry: each loaded, or with why not."""
-
-    source: Path
-    programs: dict[str, Program] = field(default_factory=dict)
-    refused: dict[str, ProgramError] = field(default_factory=dict)
-    module: object = None  # the compiled BCC module they share, freed by close()
-
-    def __getitem__(self, entry: str) -> Program:
-        """The loaded program, or its refusal raised (a test of that part fails with it)."""
-        if entry in self.refused:
-            raise self.refused[entry]
-        return self.programs[entry]
-
-    def close(self) -> None:
-        for program in self.programs.values():
-            program.close()
-        if self.module is not None:
-            self.module.cleanup()
-            self.module = None
-
-
-def load_parts(source: Path, lab: Lab | None = None) -> Parts:
-    """Compile `source` once, then load each part of the lab at its hook.
-
-    A file that does not compile refuses every part with the same explanation; the verifier
-    judges each part on its own. Warnings (CompilerWarning) are kept per part, not raised.
-    """
-    lab = lab or load_lab(LAB_ID)
-    parts = Parts(Path(source))
-    try:
-        compiled = compile_source(parts.source, lab.hook)
-    except ProgramError as error:
-        parts.refused = {entry: error for entry in lab.entries}
-        return parts
-    parts.module = compiled.bpf
-    for entry in lab.entries:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", CompilerWarning)  # kept in program.warnings
-                parts.programs[entry] = compiled.load(entry, owns_module=False, hook=lab.hook_of(entry))
-        except ProgramError as error:
-            parts.refused[entry] = error
-    loaded = next(iter(parts.programs.values()), None)
-    with contextlib.suppress(KeyError):  # KeyError: a file without the shield's `server` map
-        if loaded:
-            echo.configure(loaded)  # the shield answers frames to its own MAC only
-    return parts
 
 
 @dataclass(frozen=True)

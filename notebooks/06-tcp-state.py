@@ -62,8 +62,9 @@ from IPython.display import Code, Markdown, display
 from bpflab import measure
 from bpflab.course.labs import load_lab
 from bpflab.oracles.tcp_kernel import STATE_NAMES
+from bpflab.parts import load_parts
 from bpflab.programs import load_text, verifier_says
-from bpflab.tcp_state import TcpLab, flows, load_parts, per_state, segment
+from bpflab.tcp_state import TcpLab, flows, per_state, segment
 from bpflab.topology import in_netns, sysctl
 from bpflab.verdicts import verdict
 

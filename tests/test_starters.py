@@ -10,8 +10,8 @@ import pytest
 from bpflab.course.labs import all_labs, program_labs
 from bpflab.course.starters import split_regions, starter_source, telltale_lines
 from bpflab.gym import load_gym
+from bpflab.parts import load_parts
 from bpflab.programs import CompilerWarning, load
-from bpflab.tcp_state import load_parts
 
 REFERENCE = """int f(void)
 {

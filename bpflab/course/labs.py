@@ -16,7 +16,8 @@ GRADER_TESTS = ROOT / "grader" / "tests"
 HIDDEN_TESTS = GRADER_TESTS / "hidden"  # instructor-only suites: never in the student release
 ANSWER_KEYS = ROOT / "answer_keys"  # question sets' references: never in the release either
 HOOKS = ("xdp", "tc")  # a lab's main hook
-PART_HOOKS = (*HOOKS, "sock_ops")  # where a part of a several-program lab may run (tcp-state)
+# Where a part of a several-program lab may run (tcp-state, xdp-cache); "tc" is TC ingress.
+PART_HOOKS = (*HOOKS, "tc-egress", "sock_ops")
 KINDS = ("program", "gym", "questions")  # a BPF program to write, a file of exercises, or questions
 
 
@@ -52,8 +53,12 @@ class Lab:
         return [exercise.entry for exercise in exercises(self.reference.read_text())]
 
     def hook_of(self, entry: str) -> str:
-        """The hook an entry function runs at: its part's, or the lab's."""
-        return dict(self.parts).get(entry, self.hook)
+        """The hook an entry function runs at: its part's, or the lab's ("tc-egress" is "tc")."""
+        return dict(self.parts).get(entry, self.hook).split("-")[0]
+
+    def direction_of(self, entry: str) -> str:
+        """Where a TC part is attached: "egress" if the manifest says "tc-egress", else "ingress"."""
+        return "egress" if dict(self.parts).get(entry) == "tc-egress" else "ingress"
 
     @property
     def folder(self) -> Path:

@@ -17,8 +17,8 @@ import pytest
 from bpflab.attach import attach
 from bpflab.course.labs import Lab, load_lab
 from bpflab.gym import Gym, load_gym
+from bpflab.parts import Parts, load_parts
 from bpflab.programs import Program, ProgramError, load
-from bpflab.tcp_state import Parts, load_parts
 from bpflab.topology import Topology
 from grader.checks import fail
 

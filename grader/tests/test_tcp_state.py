@@ -17,9 +17,10 @@ from scapy.layers.l2 import Ether
 
 from bpflab.oracles.tcp_kernel import STATE_NAMES, Socket
 from bpflab.packets import CLIENT_IPV4, CLIENT_MAC, SERVER_IPV4, SERVER_MAC, damaged
+from bpflab.parts import Parts
 from bpflab.programs import Program
 from bpflab.services.tcp_service import PORT
-from bpflab.tcp_state import Parts, TcpLab, flows, per_state, segment
+from bpflab.tcp_state import TcpLab, flows, per_state, segment
 from bpflab.verdicts import TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_TX, verdict
 from grader.checks import delta, expect, fail, points
 

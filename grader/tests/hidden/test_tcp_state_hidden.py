@@ -13,8 +13,9 @@ from test_tcp_state import cookies, expect_untouched, net, part, working_seen, w
 
 from bpflab import packets
 from bpflab.packets import CLIENT_IPV6, SERVER_IPV6
+from bpflab.parts import Parts
 from bpflab.services.tcp_service import PORT
-from bpflab.tcp_state import Parts, TcpLab, per_state, segment
+from bpflab.tcp_state import TcpLab, per_state, segment
 from grader.checks import expect, points
 
 LAB = "tcp-state"
