@@ -1,22 +1,23 @@
-/* Lab xdp-cache (issue 18), the reference in progress: BMC in miniature, a memcached cache at XDP.
+/* Lab xdp-cache: BMC in miniature, a memcached cache at XDP in front of a real memcached.
  *
- *   xdp_cache            XDP       a one-key UDP GET whose key the cache holds (filled in the
- *                                  current epoch) is answered here with the reply memcached sent
- *                                  for it, under the request's id: XDP_TX. Anything else passes;
- *                                  a miss notes who asked for which key, and in which epoch.
- *   tc_cache_fill        TC egress memcached's reply to a GET that missed fills the cache, if it
- *                                  is whole and the GET missed in the current epoch.
- *   tc_cache_invalidate  TC ingress anything for memcached but one GET or stats line may change a
- *                                  value: a new epoch, and every entry is stale before memcached
- *                                  reads the command (BMC's rule: no client reads a stale value).
+ * Three programs, one per step of the handout, sharing this file's maps (labs/xdp-cache):
  *
- * Works against a real memcached (tests/test_memcached_service.py). Still to come for the lab:
- * solution regions, invalidation per key (one command, one key) rather than per epoch, the
- * lab's plumbing (vm-smoke then checks it in its guests: it was accepted by Linux 6.1 and 6.12,
- * compiled by clang 14, with vm-smoke's targets extended by hand). On 6.18: xdp_cache 80,000
- * instructions walked, tc_cache_fill 125,000 (it reads the key from the GET's record instead of
- * parsing it: parsing made every key length a path of its own, 820,000), tc_cache_invalidate
- * 4,600.
+ *   xdp_cache            XDP       Step 1, the hit path: a one-key UDP GET whose key the cache
+ *                                  holds (filled in the current epoch) is answered here with the
+ *                                  reply memcached sent for it, under the request's id: XDP_TX.
+ *                                  Anything else passes; a miss notes who asked for which key.
+ *   tc_cache_fill        TC egress Step 2, the fill: memcached's reply to a GET that missed fills
+ *                                  the cache, if it is whole and no write came since the miss.
+ *   tc_cache_invalidate  TC ingress Step 3, the invalidation: anything for memcached but one GET
+ *                                  or stats line may change a value, so it starts a new epoch:
+ *                                  every entry is stale before memcached reads the command
+ *                                  (BMC's rule: no client reads a value older than its last SET).
+ *
+ * Why an epoch for the whole cache rather than one key's entry: a write's key is easy to find in
+ * `set k 0 0 5`, but not in a segment that carries the end of one command and the start of the
+ * next, or a value that looks like a command. One counter is a rule that is right for every
+ * byte stream, and the race below is closed by comparing two numbers. The price is hit rate
+ * under writes: every write empties the cache (the notebook measures it).
  */
 #include "parsing.h"
 #include "checksum.h"
@@ -48,7 +49,8 @@ struct cache_entry {
 };
 
 BPF_ARRAY(server, struct server_addrs, 1);
-BPF_HASH(cache, struct cache_key, struct cache_entry, MAX_ENTRIES);
+/* LRU: when the cache is full, a fill pushes out the entry least recently used, as a cache should */
+BPF_TABLE("lru_hash", struct cache_key, struct cache_entry, cache, MAX_ENTRIES);
 /* The fill's scratch: an entry is too big for the stack. */
 BPF_PERCPU_ARRAY(scratch, struct cache_entry, 2); /* 0: the fill's, 1: the invalidation's */
 /* A GET that missed, by who asked (client address and port, request id): its key, and the
@@ -65,7 +67,9 @@ struct pending_get {
 	__u32 key_len;
 	struct cache_key key;
 };
-BPF_HASH(pending, struct asker, struct pending_get, MAX_ENTRIES);
+/* LRU too: a GET whose reply never comes (memcached dropped it, or it was not memcached's to
+ * answer) must not keep its slot for ever, or the map fills up and nothing is cached again. */
+BPF_TABLE("lru_hash", struct asker, struct pending_get, pending, MAX_ENTRIES);
 /* Bumped by every command that may change a value (tc_cache_invalidate): an entry counts only
  * in the epoch it was filled in, and a reply fills only if its GET missed in the current one. */
 BPF_ARRAY(epoch, __u32, 1);
@@ -161,6 +165,8 @@ int xdp_cache(struct xdp_md *ctx)
 		    bpf_ntohs(ip->tot_len) != sizeof(*ip) + bpf_ntohs(udp->len))
 			return XDP_PASS;
 	}
+	/* SOLUTION: look the key up; a miss records who asked and passes; a hit, if the request's sums are right, becomes memcached's reply: XDP_TX */
+	/* STARTER: return XDP_PASS; */
 	entry = cache.lookup(&get.key);
 	if (!entry || entry->epoch != current_epoch()) {
 		struct asker asker = {.client_ip = ip->saddr, .client_port = udp->source,
@@ -249,6 +255,7 @@ int xdp_cache(struct xdp_md *ctx)
 	udp->check = ~csum_fold16(sum) ?: 0xffff;
 	count_event(HITS);
 	return XDP_TX;
+	/* END SOLUTION */
 }
 
 #define MAX_DIGITS 10 /* a number of the VALUE line: flags, bytes */
@@ -311,6 +318,8 @@ int tc_cache_fill(struct __sk_buff *skb)
 	frame = c.pos;
 	if ((void *)(frame + 1) > c.end || frame->sequence || frame->total != bpf_htons(1))
 		return TC_ACT_OK;
+	/* SOLUTION: find the GET that missed (pending); copy the reply out; if it is whole, names the key and no write came since, it fills the cache */
+	/* STARTER: return TC_ACT_OK; */
 	asker.client_ip = ip->daddr;
 	asker.client_port = udp->dest;
 	asker.request_id = frame->request_id;
@@ -368,6 +377,7 @@ int tc_cache_fill(struct __sk_buff *skb)
 	pending.delete(&asker);
 	count_event(FILLS);
 	return TC_ACT_OK;
+	/* END SOLUTION */
 }
 
 /* TC ingress of the server: anything for memcached but one GET (or stats) line may change a value
@@ -409,6 +419,8 @@ int tc_cache_invalidate(struct __sk_buff *skb)
 	}
 	if (dport != bpf_htons(MC_PORT))
 		return TC_ACT_OK;
+	/* SOLUTION: unless the payload is one GET or stats line (nothing after it), start a new epoch */
+	/* STARTER: return TC_ACT_OK; */
 	len = bpf_ntohs(ip->tot_len);
 	if (len + 14 <= off)
 		return TC_ACT_OK; /* no payload: an ACK */
@@ -443,4 +455,5 @@ flush:
 		__sync_fetch_and_add(now, 1);
 	count_event(INVALIDATIONS);
 	return TC_ACT_OK;
+	/* END SOLUTION */
 }

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from scapy.layers.inet import IP, UDP
 from scapy.packet import Raw
 
-from bpflab.packets import CLIENT_IPV4, SERVER_IPV4, ether
+from bpflab.packets import (
+    CLIENT_IPV4,
+    ETH_HLEN,
+    IPV4,
+    SERVER_IPV4,
+    SERVER_MAC,
+    ether,
+    internet_checksum,
+    udp_checksum,
+)
 
 PORT = 11211
 FRAME = struct.Struct("!HHHH")  # request id, sequence number, datagrams in the message, reserved
@@ -62,10 +71,95 @@ def miss_reply(request_id: int = 1) -> bytes:
     return datagram(request_id, END)
 
 
+def value_of(body: bytes) -> bytes | None:
+    """The value a one-key GET's reply text carries (None for `END`, a miss); ValueError if the
+    text is neither a whole hit nor a miss."""
+    if body == END:
+        return None
+    header, _, rest = body.partition(b"\r\n")
+    fields = header.split(b" ")
+    if len(fields) != 4 or fields[0] != b"VALUE" or not fields[3].isdigit():
+        raise ValueError(f"not a GET's reply: {body[:80]!r}")
+    size = int(fields[3])
+    if rest[size:] != b"\r\n" + END:
+        raise ValueError(f"a reply whose value is not {size} bytes followed by END: {body[:80]!r}")
+    return rest[:size]
+
+
 def get_frame(key: bytes, request_id: int = 1, sport: int = 40000) -> bytes:
     """A whole frame from the client carrying `get <key>`, for test-run (scapy fills the checksums)."""
     packet = ether() / IP(src=CLIENT_IPV4, dst=SERVER_IPV4) / UDP(sport=sport, dport=PORT)
     return bytes(packet / Raw(get_request(key, request_id)))
+
+
+UDP_HLEN = 8
+IP_HLEN = 20
+
+
+def cached_get(frame: bytes) -> tuple[int, bytes] | None:
+    """(request id, key) if `frame` is a GET the lab's cache may answer: a whole, intact IPv4
+    datagram the kernel would deliver to memcached's port on the server (checksums right,
+    lengths exact, no options, no fragment), one frame header of one datagram, and exactly
+    `get <key>\r\n` with one key of 1 to MAX_KEY printable bytes. Else None: it must pass."""
+    if len(frame) < ETH_HLEN + IP_HLEN + UDP_HLEN + FRAME.size or frame[:6] != bytes.fromhex(
+            SERVER_MAC.replace(":", "")) or int.from_bytes(frame[12:14], "big") != IPV4:
+        return None
+    ip = frame[ETH_HLEN:ETH_HLEN + IP_HLEN]
+    udp_at = ETH_HLEN + IP_HLEN
+    if (ip[0] != 0x45 or ip[9] != 17 or internet_checksum(ip) != 0 or int.from_bytes(ip[6:8], "big") & 0x3FFF
+            or ip[16:20] != bytes(map(int, SERVER_IPV4.split("."))) or
+            int.from_bytes(ip[2:4], "big") != len(frame) - ETH_HLEN):
+        return None
+    udp = frame[udp_at:]
+    if (int.from_bytes(udp[2:4], "big") != PORT or int.from_bytes(udp[0:2], "big") == 0 or
+            int.from_bytes(udp[4:6], "big") != len(udp) or
+            (udp[6:8] != b"\0\0" and udp_checksum(ip[12:20], udp) != int.from_bytes(udp[6:8], "big"))):
+        return None
+    message = parse(udp[UDP_HLEN:])
+    key = message.body[4:-2]
+    if ((message.sequence, message.total) != (0, 1) or udp[UDP_HLEN + 6:UDP_HLEN + 8] != b"\0\0"
+            or message.body != b"get " + key + b"\r\n" or not 0 < len(key) <= MAX_KEY
+            or any(byte <= 0x20 or byte == 0x7F for byte in key)):
+        return None
+    return message.request_id, key
+
+
+def reply_problem(request: bytes, reply: bytes, texts: dict[bytes, bytes]) -> str:
+    """What is wrong with `reply`, sent back at XDP for frame `request`, when the cache holds
+    `texts` (key -> memcached's reply text, VALUE to END); "" if it is right: the request is one
+    the cache may answer (`cached_get`) for a key it holds, and the reply is the request's frame
+    turned back (addresses and ports swapped) carrying that text under the request's id, with
+    right lengths and checksums."""
+    asked = cached_get(request)
+    if asked is None:
+        return "the request is not a whole, intact one-key GET: it should have passed to memcached"
+    request_id, key = asked
+    if key not in texts:
+        return f"the cache does not hold {key!r}: the GET should have passed to memcached"
+    if len(reply) < ETH_HLEN + IP_HLEN + UDP_HLEN:
+        return f"the reply is {len(reply)} bytes long, too short for its headers"
+    problems = []
+    ip, udp_at = reply[ETH_HLEN:ETH_HLEN + IP_HLEN], ETH_HLEN + IP_HLEN
+    udp = reply[udp_at:]
+    if reply[:6] != request[6:12] or reply[6:12] != request[:6]:
+        problems.append("its MAC addresses are not the request's, swapped")
+    if ip[12:16] != request[30:34] or ip[16:20] != request[26:30] or ip[0] != 0x45 or ip[9] != 17:
+        problems.append("its IP addresses are not the request's, swapped (or it is not IPv4 UDP)")
+    if internet_checksum(ip) != 0:
+        problems.append("its IP header checksum is wrong")
+    if int.from_bytes(ip[2:4], "big") != len(reply) - ETH_HLEN:
+        problems.append(f"its IP total length says {int.from_bytes(ip[2:4], 'big')}, the frame carries "
+                        f"{len(reply) - ETH_HLEN}")
+    if udp[0:2] != request[udp_at + 2:udp_at + 4] or udp[2:4] != request[udp_at:udp_at + 2]:
+        problems.append("its UDP ports are not the request's, swapped")
+    if int.from_bytes(udp[4:6], "big") != len(udp):
+        problems.append(f"its UDP length says {int.from_bytes(udp[4:6], 'big')}, the datagram is {len(udp)}")
+    elif udp[6:8] != b"\0\0" and udp_checksum(ip[12:20], udp) != int.from_bytes(udp[6:8], "big"):
+        problems.append("its UDP checksum is wrong")
+    wanted = datagram(request_id, texts[key])
+    if udp[UDP_HLEN:] != wanted:
+        problems.append(f"its payload is {udp[UDP_HLEN:]!r}; memcached would send {wanted!r}")
+    return "; ".join(problems)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 Debian's `memcached`, started by the runtime with UDP on (it is off by default since 1.5.6),
 one worker thread, and a small memory limit; stopped by pid (NetnsServer), never by name. The
-playbook keeps the packaged service stopped. The clients: `get_udp` sends one GET as one
-datagram and returns the reply's payload, as the lab's cache must answer it; `tcp_client` is
-pymemcache's client with its socket made in the client namespace, for SETs and `stats`.
+playbook keeps the packaged service stopped. The clients: `UdpClient` (and `get_udp`, for
+one GET) sends GETs as single datagrams and returns the replies' payloads, as the lab's cache
+must answer them; `tcp_client` is pymemcache's client with its socket made in the client
+namespace, for SETs and `stats`.
 """
 
 from __future__ import annotations
@@ -48,9 +49,37 @@ def tcp_client(netns: str, address: str, port: int = PORT) -> Client:
                   timeout=UDP_TIMEOUT)
 
 
+class UdpClient:
+    """GETs as single datagrams from netns `netns`, over one socket (a socket per GET would cost
+    more than the GET). Replies are matched to requests by request id."""
+
+    def __init__(self, netns: str, address: str, port: int = PORT) -> None:
+        self.server = (address, port)
+        self.sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(UDP_TIMEOUT)
+        self.sock.connect(self.server)  # replies from anywhere else are not ours
+
+    def __enter__(self) -> UdpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, payload: bytes) -> bytes:
+        """One datagram out (a GET, or any command); the reply's UDP payload, whose request id
+        must be the datagram's (TimeoutError if none comes)."""
+        self.sock.send(payload)
+        while True:
+            reply = self.sock.recv(65536)
+            if reply[:2] == payload[:2]:
+                return reply
+
+    def get(self, key: bytes, request_id: int = 1) -> bytes:
+        """`get <key>` as one datagram; the reply's UDP payload."""
+        return self.send(get_request(key, request_id))
+
+
 def get_udp(netns: str, address: str, key: bytes, request_id: int = 1, port: int = PORT) -> bytes:
-    """One `get <key>` datagram from netns `netns`; the reply's UDP payload (TimeoutError if none)."""
-    with socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(UDP_TIMEOUT)
-        sock.sendto(get_request(key, request_id), (address, port))
-        return sock.recv(65536)
+    """One `get <key>` datagram from netns `netns`, on a socket of its own; the reply's payload."""
+    with UdpClient(netns, address, port) as client:
+        return client.get(key, request_id)

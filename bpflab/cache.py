@@ -1,0 +1,175 @@
+"""The xdp-cache lab's runtime: a real memcached behind the lab's programs, and views of the cache.
+
+`CacheLab` is the lab's network: the client and server namespaces, memcached in the server's
+(UDP on, stopped by pid), the lab's parts attached on the server's veth where the manifest puts
+them, and clients from the client's namespace. `events` and `cached` read the programs' maps:
+what the cache did, and what it holds. `operations` drives a random mix of SETs and GETs from
+two clients at once and returns what each saw, for the oracle's stale-read check. The grader's
+suite, the notebook and the bench use it; nothing here knows what a right answer is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bpflab import testrun
+from bpflab.course.labs import Lab, load_lab
+from bpflab.oracles.memcached import Operation, parse, value_of
+from bpflab.parts import attach_part, detach_all
+from bpflab.programs import Program
+from bpflab.services.memcached import Memcached, UdpClient, tcp_client
+from bpflab.topology import Topology
+
+LAB_ID = "xdp-cache"
+EVENTS = ("hits", "misses", "fills", "fills refused", "invalidations")  # slots of the `events` map
+CLIENTS = 2  # operations() runs this many clients at once: a GET may overlap a SET of its key
+
+
+def events(program: Program) -> dict[str, int]:
+    """What the cache did, summed over CPUs, by event name (EVENTS)."""
+    return {EVENTS[slot]: n for slot, n in program.percpu_sums("events").items() if slot < len(EVENTS)}
+
+
+def current_epoch(program: Program) -> int:
+    return program.table("epoch")[ctypes.c_int(0)].value
+
+
+def cached(program: Program) -> dict[bytes, bytes]:
+    """The cache's entries that count (filled in the current epoch): key -> memcached's reply text."""
+    now = current_epoch(program)
+    return {bytes(key.bytes).rstrip(b"\0"): bytes(entry.reply[:entry.len])
+            for key, entry in program.table("cache").items() if entry.epoch == now}
+
+
+def put(program: Program, key: bytes, text: bytes) -> None:
+    """Store memcached's reply `text` for `key` in the cache, in the current epoch, as the fill would:
+    the hit path can then be tried alone."""
+    table = program.table("cache")
+    entry = table.Leaf()
+    entry.len, entry.epoch = len(text), current_epoch(program)
+    ctypes.memmove(entry.reply, text, len(text))
+    table[table.Key.from_buffer_copy(key.ljust(ctypes.sizeof(table.Key), b"\0"))] = entry
+
+
+class CacheLab:
+    """The lab's network and memcached; everything is undone on exit, in reverse."""
+
+    def __init__(self, log: Path, lab: Lab | None = None) -> None:
+        self.log, self.lab = Path(log), lab or load_lab(LAB_ID)
+        self.topology = Topology()
+        self.memcached: Memcached | None = None
+        self._client = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> CacheLab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> CacheLab:
+        """Build it (what `with` does on entry); for notebooks, where one `with` cannot span cells."""
+        try:
+            self._stack.enter_context(self.topology)
+            self.memcached = self._stack.enter_context(Memcached(self.server_netns, self.log))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._stack.close()
+
+    @property
+    def server_netns(self) -> str:
+        return self.topology.server.netns
+
+    @property
+    def server_ip(self) -> str:
+        return self.topology.server.ipv4
+
+    # -- programs ------------------------------------------------------------------------------
+    def attach(self, *programs: Program) -> None:
+        """Attach each part on the server's veth where the lab's manifest puts it."""
+        for program in programs:
+            attach_part(program, self.lab, self.server_netns, self.topology.server.ifname)
+
+    def detach(self) -> None:
+        """Take every program off the server's veth."""
+        detach_all(self.server_netns, self.topology.server.ifname)
+
+    @contextlib.contextmanager
+    def attached(self, *programs: Program) -> Iterator[None]:
+        """`programs` attached for the body of the `with`, and detached after it."""
+        try:
+            self.attach(*programs)
+            yield
+        finally:
+            self.detach()
+
+    def test_run(self, program: Program, frame: bytes) -> testrun.RunResult:
+        return testrun.run(program.fd, frame)
+
+    # -- clients -------------------------------------------------------------------------------
+    @property
+    def client(self):
+        """pymemcache's TCP client from the client namespace (for SETs, deletes, `stats`)."""
+        if self._client is None:
+            self._client = tcp_client(self.topology.client.netns, self.server_ip)
+        return self._client
+
+    def udp(self) -> UdpClient:
+        """A UDP client from the client namespace, for GETs as single datagrams."""
+        return UdpClient(self.topology.client.netns, self.server_ip)
+
+    def get(self, key: bytes, request_id: int = 1) -> bytes:
+        """One UDP GET; the reply's payload."""
+        with self.udp() as udp:
+            return udp.get(key, request_id)
+
+    def get_hits(self) -> int:
+        """memcached's own count of the GETs it answered from its memory."""
+        return int(self.client.stats()[b"get_hits"])
+
+    def operations(self, count: int, keys: int, set_share: float = 0.2, seed: int = 0) -> list[Operation]:
+        """`count` random operations on `keys` keys from CLIENTS clients at once: SETs over TCP
+        (acknowledged), GETs as UDP datagrams. Every SET writes a value of its own. Returns each
+        operation as its client saw it, with when it was sent and answered."""
+        history: list[Operation] = []
+        failures: list[BaseException] = []
+
+        def client(number: int) -> None:
+            chance = random.Random(seed * CLIENTS + number)
+            try:
+                with contextlib.closing(tcp_client(self.topology.client.netns, self.server_ip)) as tcp, \
+                        self.udp() as udp:
+                    for i in range(count // CLIENTS):
+                        key = b"key-%d" % chance.randrange(keys)
+                        sent = time.monotonic()
+                        if chance.random() < set_share:
+                            value = b"%d-%d" % (number, i)
+                            tcp.set(key, value, noreply=False)
+                            history.append(Operation("set", key, value, sent, time.monotonic()))
+                        else:
+                            body = parse(udp.get(key, request_id=i & 0xFFFF)).body
+                            history.append(Operation("get", key, value_of(body), sent, time.monotonic()))
+            except BaseException as exc:  # raised in the caller's thread, below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return history
