@@ -3,31 +3,37 @@
 `CacheLab` is the lab's network: the client and server namespaces, memcached in the server's
 (UDP on, stopped by pid), the lab's parts attached on the server's veth where the manifest puts
 them, and clients from the client's namespace. `events` and `cached` read the programs' maps:
-what the cache did, and what it holds. `operations` drives a random mix of SETs and GETs from
+what the cache did, and what it holds. `throughput` and `zipf_hit_rate` are the lab's
+measurements. `operations` drives a random mix of SETs and GETs from
 two clients at once and returns what each saw, for the oracle's stale-read check. The grader's
 suite, the notebook and the bench use it; nothing here knows what a right answer is.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
+import os
 import random
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bpflab import testrun
+from bpflab import measure, testrun
+from bpflab.attach import attach_xdp
 from bpflab.course.labs import Lab, load_lab
-from bpflab.oracles.memcached import Operation, parse, value_of
+from bpflab.oracles.memcached import PORT, Operation, get_frame, parse, value_of, zipf_keys
 from bpflab.parts import attach_part, detach_all
-from bpflab.programs import Program
+from bpflab.programs import BPF_PROG_TYPE_XDP, Program, load_raw
 from bpflab.services.memcached import Memcached, UdpClient, tcp_client
 from bpflab.topology import Topology
+from bpflab.verdicts import XDP_PASS
 
 LAB_ID = "xdp-cache"
 EVENTS = ("hits", "misses", "fills", "fills refused", "invalidations")  # slots of the `events` map
+BENCH_KEY, BENCH_VALUE = b"bench:key", b"v" * 100  # the throughput's one key
 CLIENTS = 2  # operations() runs this many clients at once: a GET may overlap a SET of its key
 
 
@@ -173,3 +179,43 @@ class CacheLab:
         if failures:
             raise failures[0]
         return history
+
+    # -- measurements --------------------------------------------------------------------------
+    def throughput(self, programs: list[Program], frames: int) -> dict[str, tuple[float, float]]:
+        """GETs answered per second, and cores busy meanwhile, for one key's GETs sent by the
+        in-kernel load generator: with the cache (`programs`, every part) answering at XDP, and
+        with memcached alone answering (an XDP_PASS program on the server's veth instead, which
+        veth needs to deliver frames sent with XDP_TX)."""
+        frame = get_frame(BENCH_KEY, request_id=7)
+        results = {}
+        with self.attached(*programs):
+            self.client.set(BENCH_KEY, BENCH_VALUE, noreply=False)
+            self.get(BENCH_KEY)  # memcached answers, and its reply fills the cache
+            results["XDP cache hits"] = measure.timed(lambda: measure.generated_answers_per_second(
+                self.topology, frame, frames, PORT))
+        passing = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "server_pass")
+        try:
+            attach_xdp(self.server_netns, self.topology.server.ifname, passing)
+            results["memcached alone"] = measure.timed(lambda: measure.generated_answers_per_second(
+                self.topology, frame, frames // 20, PORT))  # 20 times slower: as long a run
+        finally:
+            self.detach()
+            os.close(passing)
+        return results
+
+    def zipf_hit_rate(self, program: Program, keys: int, gets: int, seed: int = 0) -> tuple[float, float]:
+        """(the cache's hit rate, the best any cache of its size could do) for `gets` GETs of
+        `keys` keys drawn with Zipf's law (0.99). The best: the share of the GETs that ask for
+        the `cached`-size set of keys asked most, which a cache knowing the future would hold.
+        memcached holds every key; `program` (the hit path) must be attached with the fill."""
+        self.client.set_many({b"zipf:%d" % k: b"value %d" % k for k in range(keys)}, noreply=False)
+        drawn = zipf_keys(keys, gets, seed=seed)
+        before = events(program)
+        with self.udp() as udp:
+            for i, key in enumerate(drawn):
+                udp.get(b"zipf:%d" % key, request_id=i & 0xFFFF)
+        after = events(program)
+        hits = after.get("hits", 0) - before.get("hits", 0)
+        size = program.table("cache").max_entries
+        best = sum(sorted(collections.Counter(drawn).values(), reverse=True)[:size])
+        return hits / gets, best / gets

@@ -8,6 +8,9 @@
   `single_run_floor_ns` time a reply path instead, one run per call.
 - `bpf_stats`: run time and count of a program under real traffic (with the kernel's run-time
   accounting on, `bpf_stats_enabled`), which does time the paths that rewrite the packet.
+- `generated_answers_per_second`: a UDP server's answers per second under the in-kernel load
+  generator (test-run's live-frames mode on the client's veth), no socket of the client's in
+  the way: the same load for an XDP fast path and for the server behind it.
 - `ping_rounds`: responders (the kernel's echo, programs) take turns answering pings, in an
   order that rotates from round to round, so that slow drifts of the machine affect all alike.
 """
@@ -19,6 +22,7 @@ import ctypes
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import time
@@ -31,8 +35,9 @@ import dns.message
 import dns.query
 
 from bpflab import libbpf, testrun
-from bpflab.attach import attach_tc, attach_xdp, detach_tc, detach_xdp
-from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Program, load_raw
+from bpflab.attach import attach, attach_tc, attach_xdp, detach_tc, detach_xdp
+from bpflab.course.labs import BPF_TOOLS
+from bpflab.programs import BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, Program, load, load_raw
 from bpflab.topology import Topology, in_netns
 from bpflab.verdicts import TC_ACT_OK, XDP_PASS
 
@@ -218,3 +223,44 @@ def ping_rounds(topology: Topology, responders: list[Responder], rounds: int, pi
             if not rtts:
                 result.silent.add(responder.name)
     return result
+
+
+def cpu_busy() -> float:
+    """Seconds of CPU time spent busy (all CPUs), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(work: Callable[[], float]) -> tuple[float, float]:
+    """(the rate `work` reports, cores busy meanwhile): a rate is read beside what it cost."""
+    busy, started = cpu_busy(), time.monotonic()
+    rate = work()
+    return rate, (cpu_busy() - busy) / (time.monotonic() - started)
+
+
+def generated_answers_per_second(topology: Topology, frame: bytes, count: int, answer_port: int) -> float:
+    """Answers per second from UDP port `answer_port` to `count` copies of `frame` sent by the
+    in-kernel load generator on the client's veth (bpf/tools: the bench's own, not in the
+    student release). The answers are counted and dropped by an XDP program there, so the
+    client's kernel spends nothing on them. Whatever answers (an XDP program on the server's
+    veth, or the server behind it) is measured the same way; the server's veth must carry an
+    XDP program: veth delivers frames sent with XDP_TX only to a peer that has one."""
+    counter = load(BPF_TOOLS / "dns_reply_counter.c", "dns_reply_counter", "xdp",
+                   cflags=(f"-DANSWER_PORT={answer_port}",))
+    generator = load(BPF_TOOLS / "dns_query_generator.c", "dns_query_generator", "xdp",
+                     cflags=(f"-DQUERY_LEN={len(frame)}",))
+    try:
+        table = generator.table("query")
+        table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(frame)
+        attach(counter, topology.client.netns, topology.client.ifname)
+        with in_netns(topology.client.netns):
+            ifindex = socket.if_nametoindex(topology.client.ifname)  # asked in the client's netns
+            started = time.monotonic()
+            testrun.live_frames(generator.fd, frame, ifindex, count)
+            elapsed = time.monotonic() - started
+        return sum(counter.percpu_sums("replies").values()) / elapsed
+    finally:
+        generator.close()
+        counter.close()
+        topology.add_peer_xdp()

@@ -14,16 +14,13 @@ Each figure is printed beside a baseline measured in the same run, never asserte
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,14 +29,14 @@ from scapy.layers.inet6 import ICMPv6EchoRequest
 from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
-from bpflab.attach import attach, detach_xdp
+from bpflab.attach import detach_xdp
 from bpflab.course.labs import BPF_TOOLS, ROOT, load_lab
 from bpflab.oracles import dns_answers, dns_records, echo
 from bpflab.programs import TC_VERDICTS, XDP_VERDICTS, Program, load
 from bpflab.services import nsd
 from bpflab.services.dns_service import DnsService
 from bpflab.tools.bench_report import Figure, plots, recorded_figures, recorded_qps, table
-from bpflab.topology import Topology, in_netns
+from bpflab.topology import Topology
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -238,20 +235,6 @@ def rtts(programs: dict[str, Program], sizes: Sizes) -> tuple[dict[str, list[flo
     return {r: rounds.all(r) for r in RESPONDERS}, stats
 
 
-def _cpu_busy() -> float:
-    """Seconds of CPU time spent busy (all CPUs), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _timed(work: Callable[[], float]) -> tuple[float, float]:
-    """(queries per second that `work` reports, cores busy meanwhile)."""
-    busy, started = _cpu_busy(), time.monotonic()
-    qps = work()
-    return qps, (_cpu_busy() - busy) / (time.monotonic() - started)
-
-
 def _dnsperf(topo: Topology, port: int, seconds: int, queries: Path) -> float:
     done = subprocess.run(["ip", "netns", "exec", topo.client.netns, "dnsperf", "-s", topo.server.ipv4,
                            "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-T", "2",
@@ -262,25 +245,7 @@ def _dnsperf(topo: Topology, port: int, seconds: int, queries: Path) -> float:
 def _live_frames(topo: Topology, count: int, port: int = dns_answers.DNS_PORT) -> float:
     """Answers per second to queries sent to `port` by the in-kernel load generator: from the XDP
     fast path if it is attached (port 53), else from whichever server the kernel hands them to."""
-    frame = dns_answers.query_frame(HELD, dport=port)
-    counter = load(BPF_TOOLS / "dns_reply_counter.c", "dns_reply_counter", "xdp",
-                   cflags=(f"-DANSWER_PORT={port}",))
-    generator = load(BPF_TOOLS / "dns_query_generator.c", "dns_query_generator", "xdp",
-                     cflags=(f"-DQUERY_LEN={len(frame)}",))
-    try:
-        table = generator.table("query")
-        table[ctypes.c_int(0)] = table.Leaf.from_buffer_copy(frame)
-        attach(counter, topo.client.netns, topo.client.ifname)
-        with in_netns(topo.client.netns):
-            ifindex = socket.if_nametoindex(topo.client.ifname)  # asked in the client's netns
-            started = time.monotonic()
-            testrun.live_frames(generator.fd, frame, ifindex, count)
-            elapsed = time.monotonic() - started
-        return sum(counter.percpu_sums("replies").values()) / elapsed
-    finally:
-        generator.close()
-        counter.close()
-        topo.add_peer_xdp()
+    return measure.generated_answers_per_second(topo, dns_answers.query_frame(HELD, dport=port), count, port)
 
 
 GENERATED = "XDP fast path, in-kernel generator"
@@ -295,7 +260,7 @@ def dns_throughput(program: Program, sizes: Sizes) -> dict[str, tuple[float, flo
         queries.write_text(f"{HELD} A\n")
 
         def dnsperf(port: int) -> tuple[float, float]:
-            return _timed(lambda: _dnsperf(topo, port, sizes.dnsperf_seconds, queries))
+            return measure.timed(lambda: _dnsperf(topo, port, sizes.dnsperf_seconds, queries))
 
         with DnsService(program, topo, log=Path(folder) / "user-space.log"), \
                 nsd.start(topo.server.netns, Path(folder) / "nsd", dns_records.load(),
@@ -303,11 +268,12 @@ def dns_throughput(program: Program, sizes: Sizes) -> dict[str, tuple[float, flo
             results["XDP fast path, dnsperf"] = dnsperf(53)
             results["NSD, dnsperf"] = dnsperf(nsd.NSD_PORT)
             if (BPF_TOOLS / "dns_query_generator.c").is_file():  # the bench's own: not in the student release
-                results[GENERATED] = _timed(lambda: _live_frames(topo, sizes.live_frames))
+                results[GENERATED] = measure.timed(lambda: _live_frames(topo, sizes.live_frames))
                 # The same frames to NSD's port, through the server's kernel stack. The fast path
                 # stays attached and passes them (a few ns each): veth delivers frames sent with
                 # XDP_TX only to a peer that has an XDP program.
-                results[NSD_GENERATED] = _timed(lambda: _live_frames(topo, sizes.live_frames, nsd.NSD_PORT))
+                results[NSD_GENERATED] = measure.timed(
+                    lambda: _live_frames(topo, sizes.live_frames, nsd.NSD_PORT))
             else:
                 print(f"no in-kernel generator here ({BPF_TOOLS}'s generator is not in the student release): "
                       "the recorded run in labs/measure shows what it measures")
