@@ -162,7 +162,7 @@ class CacheLab:
                         key = b"key-%d" % chance.randrange(keys)
                         sent = time.monotonic()
                         if chance.random() < set_share:
-                            value = b"%d-%d" % (number, i)
+                            value = b"%d-%d-%d" % (seed, number, i)  # a value of its own, run after run
                             tcp.set(key, value, noreply=False)
                             history.append(Operation("set", key, value, sent, time.monotonic()))
                         else:
