@@ -191,13 +191,15 @@ class CacheLab:
         with self.attached(*programs):
             self.client.set(BENCH_KEY, BENCH_VALUE, noreply=False)
             self.get(BENCH_KEY)  # memcached answers, and its reply fills the cache
-            results["XDP cache hits"] = measure.timed(lambda: measure.generated_answers_per_second(
-                self.topology, frame, frames, PORT))
+            results["XDP cache hits"] = measure.generated_answers_per_second(
+                self.topology, frame, frames, PORT)
         passing = load_raw(BPF_PROG_TYPE_XDP, XDP_PASS, "server_pass")
         try:
             attach_xdp(self.server_netns, self.topology.server.ifname, passing)
-            results["memcached alone"] = measure.timed(lambda: measure.generated_answers_per_second(
-                self.topology, frame, frames // 20, PORT))  # 20 times slower: as long a run
+            # As many frames: the generator does not wait for memcached, which answers what its
+            # socket's queue holds and loses the rest, as long as the generator runs.
+            results["memcached alone"] = measure.generated_answers_per_second(
+                self.topology, frame, frames, PORT)
         finally:
             self.detach()
             os.close(passing)

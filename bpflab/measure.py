@@ -239,13 +239,16 @@ def timed(work: Callable[[], float]) -> tuple[float, float]:
     return rate, (cpu_busy() - busy) / (time.monotonic() - started)
 
 
-def generated_answers_per_second(topology: Topology, frame: bytes, count: int, answer_port: int) -> float:
-    """Answers per second from UDP port `answer_port` to `count` copies of `frame` sent by the
+def generated_answers_per_second(topology: Topology, frame: bytes, count: int,
+                                 answer_port: int) -> tuple[float, float]:
+    """(Answers per second, cores busy meanwhile) from UDP port `answer_port` to `count` copies
+    of `frame` sent by the
     in-kernel load generator on the client's veth (bpf/tools: the bench's own, not in the
     student release). The answers are counted and dropped by an XDP program there, so the
     client's kernel spends nothing on them. Whatever answers (an XDP program on the server's
     veth, or the server behind it) is measured the same way; the server's veth must carry an
-    XDP program: veth delivers frames sent with XDP_TX only to a peer that has one."""
+    XDP program: veth delivers frames sent with XDP_TX only to a peer that has one. The cores
+    are those busy while the generator runs (its own included), not while its programs compile."""
     counter = load(BPF_TOOLS / "dns_reply_counter.c", "dns_reply_counter", "xdp",
                    cflags=(f"-DANSWER_PORT={answer_port}",))
     generator = load(BPF_TOOLS / "dns_query_generator.c", "dns_query_generator", "xdp",
@@ -256,10 +259,11 @@ def generated_answers_per_second(topology: Topology, frame: bytes, count: int, a
         attach(counter, topology.client.netns, topology.client.ifname)
         with in_netns(topology.client.netns):
             ifindex = socket.if_nametoindex(topology.client.ifname)  # asked in the client's netns
-            started = time.monotonic()
+            busy, started = cpu_busy(), time.monotonic()
             testrun.live_frames(generator.fd, frame, ifindex, count)
             elapsed = time.monotonic() - started
-        return sum(counter.percpu_sums("replies").values()) / elapsed
+            cores = (cpu_busy() - busy) / elapsed
+        return sum(counter.percpu_sums("replies").values()) / elapsed, cores
     finally:
         generator.close()
         counter.close()

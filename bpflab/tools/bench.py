@@ -242,9 +242,10 @@ def _dnsperf(topo: Topology, port: int, seconds: int, queries: Path) -> float:
     return float(re.search(r"Queries per second:\s+([\d.]+)", done.stdout).group(1))
 
 
-def _live_frames(topo: Topology, count: int, port: int = dns_answers.DNS_PORT) -> float:
-    """Answers per second to queries sent to `port` by the in-kernel load generator: from the XDP
-    fast path if it is attached (port 53), else from whichever server the kernel hands them to."""
+def _live_frames(topo: Topology, count: int, port: int = dns_answers.DNS_PORT) -> tuple[float, float]:
+    """Answers per second, and cores busy, to queries sent to `port` by the in-kernel load
+    generator: from the XDP fast path if it is attached (port 53), else from whichever server
+    the kernel hands them to."""
     return measure.generated_answers_per_second(topo, dns_answers.query_frame(HELD, dport=port), count, port)
 
 
@@ -268,12 +269,11 @@ def dns_throughput(program: Program, sizes: Sizes) -> dict[str, tuple[float, flo
             results["XDP fast path, dnsperf"] = dnsperf(53)
             results["NSD, dnsperf"] = dnsperf(nsd.NSD_PORT)
             if (BPF_TOOLS / "dns_query_generator.c").is_file():  # the bench's own: not in the student release
-                results[GENERATED] = measure.timed(lambda: _live_frames(topo, sizes.live_frames))
+                results[GENERATED] = _live_frames(topo, sizes.live_frames)
                 # The same frames to NSD's port, through the server's kernel stack. The fast path
                 # stays attached and passes them (a few ns each): veth delivers frames sent with
                 # XDP_TX only to a peer that has an XDP program.
-                results[NSD_GENERATED] = measure.timed(
-                    lambda: _live_frames(topo, sizes.live_frames, nsd.NSD_PORT))
+                results[NSD_GENERATED] = _live_frames(topo, sizes.live_frames, nsd.NSD_PORT)
             else:
                 print(f"no in-kernel generator here ({BPF_TOOLS}'s generator is not in the student release): "
                       "the recorded run in labs/measure shows what it measures")
