@@ -210,13 +210,13 @@ int xdp_cache(struct xdp_md *ctx)
 	barrier_var(len); /* each bound on its own: clang would fold both into one subtraction */
 	if (len > MAX_REPLY_LEN)
 		return XDP_DROP;
-	barrier_var(len);
+	barrier_var(len); /* and the lower bound */
 	if (len < 5)
 		return XDP_DROP;
 	if (bpf_xdp_store_bytes(ctx, HEADERS_LEN + FRAME_LEN, entry->reply, len))
 		return XDP_DROP;
 	/* the headers: found again (the resize moved them), swapped, lengths and checksums anew */
-	c = cursor_start(ctx);
+	c = cursor_start(ctx); /* the resize moved the frame: parse it again */
 	eth = parse_ethhdr(&c);
 	if (!eth)
 		return XDP_DROP;
@@ -248,7 +248,7 @@ int xdp_cache(struct xdp_md *ctx)
 	      bpf_htons(IPPROTO_UDP) + udp->len;
 	if (csum_add_xdp_copied(ctx, 14 + sizeof(*ip), sizeof(*udp) + FRAME_LEN + len, &sum))
 		return XDP_DROP;
-	c = cursor_start(ctx);
+	c = cursor_start(ctx); /* pointers into the frame found again after the helper call, on every kernel */
 	udp = c.pos + 14 + 20;
 	if ((void *)(udp + 1) > c.end)
 		return XDP_DROP;
@@ -326,17 +326,17 @@ int tc_cache_fill(struct __sk_buff *skb)
 	get = pending.lookup(&asker);
 	if (!get)
 		return TC_ACT_OK; /* not the answer to a GET that missed at XDP */
-	len = bpf_ntohs(udp->len);
+	len = bpf_ntohs(udp->len); /* header, frame header, reply text */
 	if (len < sizeof(*udp) + FRAME_LEN + 5 || len > sizeof(*udp) + FRAME_LEN + MAX_REPLY_LEN)
 		return TC_ACT_OK;
 	len -= sizeof(*udp) + FRAME_LEN;
 	entry = scratch.lookup(&zero);
 	if (!entry)
 		return TC_ACT_OK;
-	barrier_var(len);
+	barrier_var(len); /* each bound on its own, as in the hit path */
 	if (len > MAX_REPLY_LEN)
 		return TC_ACT_OK;
-	barrier_var(len);
+	barrier_var(len); /* and the lower bound */
 	if (len < 5)
 		return TC_ACT_OK;
 	if (bpf_skb_load_bytes(skb, HEADERS_LEN + FRAME_LEN, entry->reply, len))
@@ -450,7 +450,7 @@ int tc_cache_invalidate(struct __sk_buff *skb)
 			return TC_ACT_OK;
 	}
 flush:
-	now = epoch.lookup(&zero);
+	now = epoch.lookup(&zero); /* the one counter every entry is checked against */
 	if (now)
 		__sync_fetch_and_add(now, 1);
 	count_event(INVALIDATIONS);
