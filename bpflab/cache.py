@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -53,12 +54,19 @@ def cached(program: Program) -> dict[bytes, bytes]:
             for key, entry in program.table("cache").items() if entry.epoch == now}
 
 
+def words_sum(text: bytes) -> int:
+    """The sum of `text`'s 16-bit words as the BPF program loads them (this machine's byte order),
+    a last odd byte padded with a zero: what the fill stores as the entry's `text_sum`."""
+    padded = text + b"\0" * (len(text) % 2)
+    return sum(int.from_bytes(padded[i:i + 2], sys.byteorder) for i in range(0, len(padded), 2))
+
+
 def put(program: Program, key: bytes, text: bytes) -> None:
     """Store memcached's reply `text` for `key` in the cache, in the current epoch, as the fill would:
     the hit path can then be tried alone."""
     table = program.table("cache")
     entry = table.Leaf()
-    entry.len, entry.epoch = len(text), current_epoch(program)
+    entry.len, entry.epoch, entry.text_sum = len(text), current_epoch(program), words_sum(text)
     ctypes.memmove(entry.reply, text, len(text))
     table[table.Key.from_buffer_copy(key.ljust(ctypes.sizeof(table.Key), b"\0"))] = entry
 
