@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -149,6 +150,18 @@ class CacheLab:
         """One UDP GET; the reply's payload."""
         with self.udp() as udp:
             return udp.get(key, request_id)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """memcached stopped (SIGSTOP, by its pid) for the body of the `with`: what arrives meanwhile
+        waits in its sockets, and it is answered in order of arrival once memcached goes on. The
+        kernel and the programs see every packet as it comes: a test can make a write arrive
+        between a GET and memcached's answer to it."""
+        os.kill(self.memcached.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.memcached.process.pid, signal.SIGCONT)
 
     def get_hits(self) -> int:
         """memcached's own count of the GETs it answered from its memory."""

@@ -10,6 +10,9 @@ does, and it earns nothing.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -21,6 +24,7 @@ from bpflab.oracles import memcached as oracle
 from bpflab.packets import CLIENT_IPV4, SERVER_IPV4, damaged, ether, length_changed
 from bpflab.parts import Parts
 from bpflab.programs import Program
+from bpflab.topology import socket_in
 from bpflab.verdicts import XDP_PASS, XDP_TX, verdict
 from grader.checks import expect, fail, points
 
@@ -28,6 +32,7 @@ LAB = "xdp-cache"
 OPERATIONS, KEYS = 10_000, 100  # the stale-read test: random SETs and GETs on this many keys
 FUZZ_FRAMES, FUZZ_SEED = 100_000, 18
 SHOWN = 5  # stale reads quoted in a failure
+RACE_ATTEMPTS, PAUSE = 3, 0.05  # the raced-write test: tries, and seconds memcached stays paused
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +208,39 @@ def test_fill_takes_only_whole_replies(parts: Parts, net: CacheLab) -> None:
         held = cached(xdp)
         expect(b"nothing" not in held and b"big" not in held, "The cache took a reply it cannot serve whole: "
                f"{sorted(key for key in held if key in (b'nothing', b'big'))}.")
+
+
+@points(1)
+def test_a_reply_that_raced_a_write_does_not_fill(parts: Parts, net: CacheLab) -> None:
+    """Step 2: a GET misses, then a SET of its key arrives before memcached answers the GET (memcached
+    paused meanwhile): the old value in that answer must not fill the cache, so the GET after the
+    SET's acknowledgement returns the new value."""
+    programs = [part(parts, entry) for entry in ("xdp_cache", "tc_cache_fill", "tc_cache_invalidate")]
+    with net.attached(*programs), net.udp() as udp, socket_in(
+            net.topology.client.netns, socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        working_cache(net, programs[0])
+        net.client.set(b"raced", b"old", noreply=False)
+        tcp.settimeout(2)
+        tcp.connect((net.server_ip, oracle.PORT))
+        tcp.sendall(b"version\r\n")
+        tcp.recv(100)  # memcached has the connection: the SET below waits in its socket, not in a queue
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            with net.paused():
+                udp.sock.send(oracle.get_request(b"raced", attempt))  # a miss: memcached has it
+                tcp.sendall(b"set raced 0 0 %d\r\n%d\r\n" % (len(b"%d" % attempt), attempt))
+                time.sleep(PAUSE)  # both through the server's hooks before memcached goes on
+            answered = oracle.value_of(oracle.parse(udp.sock.recv(65536)).body)
+            stored = tcp.recv(100)
+            expect(stored == b"STORED\r\n", f"memcached answered the SET with {stored!r}.")
+            if answered != b"%d" % attempt:
+                break  # memcached answered the GET before the SET: the race the fill must see
+        else:
+            fail("memcached answered every raced GET after its SET: the race could not be made.")
+        got = net.get(b"raced", 99)
+        expect(got == oracle.hit_reply(b"raced", b"%d" % attempt, request_id=99),
+               f"After the SET was acknowledged, GET got {got!r}: memcached's answer to a GET that missed "
+               "before the SET filled the cache with the old value. Fill only if no write came since the "
+               "miss.")
 
 
 # -- Step 3: the invalidation -------------------------------------------------------------------
