@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from bpflab.attach import attach_xdp
 from bpflab.course.labs import Lab, load_lab
 from bpflab.oracles.memcached import PORT, Operation, get_frame, parse, value_of, zipf_keys
 from bpflab.parts import attach_part, detach_all
+from bpflab.processes import in_threads
 from bpflab.programs import BPF_PROG_TYPE_XDP, Program, load_raw
 from bpflab.services.memcached import Memcached, UdpClient, tcp_client
 from bpflab.topology import Topology
@@ -172,33 +172,23 @@ class CacheLab:
         (acknowledged), GETs as UDP datagrams. Every SET writes a value of its own. Returns each
         operation as its client saw it, with when it was sent and answered."""
         history: list[Operation] = []
-        failures: list[BaseException] = []
 
         def client(number: int) -> None:
             chance = random.Random(seed * CLIENTS + number)
-            try:
-                with contextlib.closing(tcp_client(self.topology.client.netns, self.server_ip)) as tcp, \
-                        self.udp() as udp:
-                    for i in range(count // CLIENTS):
-                        key = b"key-%d" % chance.randrange(keys)
-                        sent = time.monotonic()
-                        if chance.random() < set_share:
-                            value = b"%d-%d-%d" % (seed, number, i)  # a value of its own, run after run
-                            tcp.set(key, value, noreply=False)
-                            history.append(Operation("set", key, value, sent, time.monotonic()))
-                        else:
-                            body = parse(udp.get(key, request_id=i & 0xFFFF)).body
-                            history.append(Operation("get", key, value_of(body), sent, time.monotonic()))
-            except BaseException as exc:  # raised in the caller's thread, below
-                failures.append(exc)
+            with contextlib.closing(tcp_client(self.topology.client.netns, self.server_ip)) as tcp, \
+                    self.udp() as udp:
+                for i in range(count // CLIENTS):
+                    key = b"key-%d" % chance.randrange(keys)
+                    sent = time.monotonic()
+                    if chance.random() < set_share:
+                        value = b"%d-%d-%d" % (seed, number, i)  # a value of its own, run after run
+                        tcp.set(key, value, noreply=False)
+                        history.append(Operation("set", key, value, sent, time.monotonic()))
+                    else:
+                        body = parse(udp.get(key, request_id=i & 0xFFFF)).body
+                        history.append(Operation("get", key, value_of(body), sent, time.monotonic()))
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
+        in_threads(client, range(CLIENTS))
         return history
 
     # -- measurements --------------------------------------------------------------------------
@@ -229,7 +219,8 @@ class CacheLab:
     def zipf_hit_rate(self, program: Program, keys: int, gets: int, seed: int = 0) -> tuple[float, float]:
         """(the cache's hit rate, the best any cache of its size could do) for `gets` GETs of
         `keys` keys drawn with Zipf's law (0.99). The best: the share of the GETs that ask for
-        the `cached`-size set of keys asked most, which a cache knowing the future would hold.
+        the keys asked most, as many as the cache has entries: what a cache knowing the future
+        would hold.
         memcached holds every key; `program` (the hit path) must be attached with the fill."""
         self.client.set_many({b"zipf:%d" % k: b"value %d" % k for k in range(keys)}, noreply=False)
         drawn = zipf_keys(keys, gets, seed=seed)

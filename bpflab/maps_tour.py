@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from scapy.packet import raw
 
 from bpflab import measure, packets, testrun
 from bpflab.course.labs import BPF_DIR
+from bpflab.processes import in_threads
 from bpflab.programs import Compiled, Program, compile_source
 
 TOUR = BPF_DIR / "maps_tour.c"
@@ -114,22 +114,12 @@ def cpus() -> list[int]:
 def on_every_cpu(fd: int, frame: bytes, repeat: int) -> float:
     """Mean ns per run while one thread per CPU (pinned to it) runs the program at once."""
     results: list[float] = []
-    errors: list[BaseException] = []
 
     def run_on(cpu: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cpu})  # this thread only: test-run runs on the caller's CPU
-            results.append(testrun.run(fd, frame, repeat=repeat).ns_per_run)
-        except BaseException as error:  # handed to the caller below
-            errors.append(error)
+        os.sched_setaffinity(0, {cpu})  # this thread only: test-run runs on the caller's CPU
+        results.append(testrun.run(fd, frame, repeat=repeat).ns_per_run)
 
-    workers = [threading.Thread(target=run_on, args=(cpu,)) for cpu in cpus()]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if errors:
-        raise errors[0]
+    in_threads(run_on, cpus())
     return sum(results) / len(results)
 
 

@@ -239,19 +239,26 @@ def timed(work: Callable[[], float]) -> tuple[float, float]:
     return rate, (cpu_busy() - busy) / (time.monotonic() - started)
 
 
+GENERATOR = BPF_TOOLS / "dns_query_generator.c"  # the bench's own: not in the student release
+
+
+def has_generator() -> bool:
+    """Whether this copy of the course has the in-kernel load generator (a release has not)."""
+    return GENERATOR.is_file()
+
+
 def generated_answers_per_second(topology: Topology, frame: bytes, count: int,
                                  answer_port: int) -> tuple[float, float]:
     """(Answers per second, cores busy meanwhile) from UDP port `answer_port` to `count` copies
-    of `frame` sent by the
-    in-kernel load generator on the client's veth (bpf/tools: the bench's own, not in the
-    student release). The answers are counted and dropped by an XDP program there, so the
-    client's kernel spends nothing on them. Whatever answers (an XDP program on the server's
-    veth, or the server behind it) is measured the same way; the server's veth must carry an
-    XDP program: veth delivers frames sent with XDP_TX only to a peer that has one. The cores
-    are those busy while the generator runs (its own included), not while its programs compile."""
+    of `frame` sent by the in-kernel load generator on the client's veth (`has_generator`).
+    The answers are counted and dropped by an XDP program there, so the client's kernel spends
+    nothing on them. Whatever answers (an XDP program on the server's veth, or the server
+    behind it) is measured the same way; the server's veth must carry an XDP program: veth
+    delivers frames sent with XDP_TX only to a peer that has one. The cores are those busy
+    while the generator runs (its own included), not while its programs compile."""
     counter = load(BPF_TOOLS / "dns_reply_counter.c", "dns_reply_counter", "xdp",
                    cflags=(f"-DANSWER_PORT={answer_port}",))
-    generator = load(BPF_TOOLS / "dns_query_generator.c", "dns_query_generator", "xdp",
+    generator = load(GENERATOR, "dns_query_generator", "xdp",
                      cflags=(f"-DQUERY_LEN={len(frame)}",))
     try:
         table = generator.table("query")

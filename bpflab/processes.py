@@ -15,8 +15,12 @@ import functools
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PR_SET_PDEATHSIG = 1
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -121,3 +125,23 @@ def _reap(pid: int) -> None:
     """Collect a child's exit status, so that it does not linger as a zombie (alive to kill 0)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def in_threads(work: Callable[[T], None], items: Iterable[T]) -> None:
+    """`work(item)` for every item at once, each in a thread of its own; once all have ended, the
+    first exception any of them raised is raised here, in the caller's thread."""
+    errors: list[BaseException] = []
+
+    def run(item: T) -> None:
+        try:
+            work(item)
+        except BaseException as error:  # handed to the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

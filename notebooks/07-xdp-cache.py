@@ -49,7 +49,7 @@ from scapy.layers.l2 import Ether
 
 from bpflab import measure
 from bpflab.cache import CacheLab, cached, events, put
-from bpflab.course.labs import BPF_TOOLS, load_lab
+from bpflab.course.labs import load_lab
 from bpflab.oracles import memcached as oracle
 from bpflab.parts import load_parts
 from bpflab.verdicts import verdict
@@ -180,7 +180,7 @@ plt.show()
 # do (holding the keys asked most, known in advance).
 
 # %%
-if (BPF_TOOLS / "dns_query_generator.c").is_file() and len(every_part) == len(lab.entries):
+if measure.has_generator() and len(every_part) == len(lab.entries):
     rates = net.throughput(every_part, 300_000)
     per_core = {name: qps / cores for name, (qps, cores) in rates.items()}
     for name, (qps, cores) in rates.items():

@@ -275,7 +275,7 @@ def dns_throughput(program: Program, sizes: Sizes) -> dict[str, tuple[float, flo
                           (topo.server.ipv4, topo.server.ipv6)):
             results["XDP fast path, dnsperf"] = dnsperf(53)
             results["NSD, dnsperf"] = dnsperf(nsd.NSD_PORT)
-            if (BPF_TOOLS / "dns_query_generator.c").is_file():  # the bench's own: not in the student release
+            if measure.has_generator():
                 results[GENERATED] = _live_frames(topo, sizes.live_frames)
                 # The same frames to NSD's port, through the server's kernel stack. The fast path
                 # stays attached and passes them (a few ns each): veth delivers frames sent with
@@ -338,7 +338,7 @@ def cache_figures(sizes: Sizes) -> list[Figure]:
                           "the miss's record in an LRU map: a 264-byte value")]
         every_part = [parts[entry] for entry in lab.entries]
         with tempfile.TemporaryDirectory() as folder, CacheLab(Path(folder) / "memcached.log", lab) as net:
-            if (BPF_TOOLS / "dns_query_generator.c").is_file():  # the bench's own: not in the release
+            if measure.has_generator():
                 figures.append(cache_throughput(net.throughput(every_part, sizes.live_frames)))
             with net.attached(*every_part):
                 rate, best = net.zipf_hit_rate(xdp, ZIPF_KEYS, sizes.cache_gets)
