@@ -11,8 +11,11 @@ on the system's python3 before the venv exists; where there is none yet, the che
 provisioning (which installs it) runs.
 
     python3 provisioning/stamp.py check [PLAYBOOK_VARS...]   exit 0 if provisioned as asked
-    python3 provisioning/stamp.py write [PLAYBOOK_VARS...]   the playbook's last task; prints
-                                                             "written" when the stamp changed
+    python3 provisioning/stamp.py write [--kernel RELEASE] [PLAYBOOK_VARS...]
+                                        the playbook's last task; prints "written" when the stamp
+                                        changed. RELEASE is the kernel it provisioned headers for:
+                                        the running one, but for a root built into an image
+                                        (`make box`), whose kernel is the image's own.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ IGNORED = ("__pycache__", ".retry")
 NARROWER = "install_dev_tools=false"  # the labs' install: no Vagrant, QEMU or Chromium
 
 
-def digest() -> str:
-    """The playbook's inputs on this machine: its files, pins and the running kernel."""
-    hashed = hashlib.sha256(os.uname().release.encode())
+def digest(kernel: str = "") -> str:
+    """The playbook's inputs on this machine: its files, pins and the kernel (by default the running one)."""
+    hashed = hashlib.sha256((kernel or os.uname().release).encode())
     for name in INPUTS:
         path = ROOT / name
         files = sorted(path.rglob("*")) if path.is_dir() else [path]
@@ -57,12 +60,16 @@ def provisioned(wanted: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    action, wanted = (argv or ["help"])[0], profile(argv[1:])
+    action, rest = (argv or ["help"])[0], argv[1:]
+    kernel = ""
+    if rest[:1] == ["--kernel"] and len(rest) > 1:
+        kernel, rest = rest[1], rest[2:]
+    wanted = profile(rest)
     if action == "check":
         return 0 if provisioned(wanted) else 1
     if action == "write":
         if not provisioned(wanted) or wanted == "full":  # a full stamp is never narrowed
-            text = json.dumps({"digest": digest(), "profile": wanted}) + "\n"
+            text = json.dumps({"digest": digest(kernel), "profile": wanted}) + "\n"
             if not STAMP.is_file() or STAMP.read_text() != text:
                 STAMP.write_text(text)
                 print("written")

@@ -113,10 +113,18 @@ def build_root(suite: str) -> tuple[Path, bool]:
     root = root_of(suite)
     if root.is_dir():
         return root, False
+    seconds = debootstrap(root, suite, PACKAGES)
+    say(f"debootstrap {suite} took {seconds:.0f} s")
+    return root, True
+
+
+def debootstrap(root: Path, suite: str, packages: tuple[str, ...]) -> float:
+    """A minbase root with `packages`, where no service may start; built aside, renamed when complete
+    (a killed build is started afresh next time). Its duration in seconds."""
     start = time.monotonic()
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(partial),
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(partial),
             MIRROR]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -126,13 +134,12 @@ def build_root(suite: str) -> tuple[Path, bool]:
     policy.write_text(POLICY_RC)
     policy.chmod(0o755)
     partial.rename(root)
-    say(f"debootstrap {suite} took {time.monotonic() - start:.0f} s")
-    return root, True
+    return time.monotonic() - start
 
 
-def copy_course(root: Path) -> None:
-    """This checkout into the root at COURSE, replacing the last copy but keeping its .venv."""
-    dest = root / COURSE.lstrip("/")
+def copy_course(root: Path, course: str = COURSE) -> None:
+    """This checkout into the root at `course`, replacing the last copy but keeping its .venv."""
+    dest = root / course.lstrip("/")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.iterdir():
         if old.name == ".venv":
@@ -166,9 +173,9 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run_inside(root: Path, command: str, log: Path, timeout: float) -> int:
-    """Run a shell command in the root (cwd COURSE), its output appended to `log`; its exit status."""
-    argv = [*ENTER_ARGV, "sh", "-c", ENTER, str(root), "sh", "-c", f"cd {COURSE} && {command}"]
+def run_inside(root: Path, command: str, log: Path, timeout: float, course: str = COURSE) -> int:
+    """Run a shell command in the root (cwd `course`), its output appended to `log`; its exit status."""
+    argv = [*ENTER_ARGV, "sh", "-c", ENTER, str(root), "sh", "-c", f"cd {course} && {command}"]
     with open(log, "a") as out:
         out.write(f"\n$ {command}\n")
         out.flush()
