@@ -9,12 +9,13 @@ failed (a fault to report, not a grade), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from bpflab.course.labs import all_labs, load_lab
-from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare
+from grader.isolation import Interrupted, Limits, grade, grader_fault, machine_limits, prepare
 from grader.report import summary, write_results
 
 
@@ -97,16 +98,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
     defaults = Limits()
-    parser.add_argument("--time-limit", type=float, default=defaults.seconds,
-                        help="seconds for one lab's whole graded run (default %(default)s)")
-    parser.add_argument("--compile-limit", type=float, default=defaults.compile_seconds,
-                        help="seconds to compile and load the program (default %(default)s)")
+    slower = ", longer on a slower machine (a VM under emulation)"
+    parser.add_argument("--time-limit", type=float,
+                        help=f"seconds for one lab's whole graded run (default {defaults.seconds:g}{slower})")
+    parser.add_argument("--compile-limit", type=float,
+                        help=f"seconds to compile and load the program (default {defaults.compile_seconds:g}"
+                             f"{slower})")
     parser.add_argument("--memory-limit", type=int, default=defaults.memory >> 20,
                         help="MiB of memory for a graded run, BPF maps included (default %(default)s)")
 
 
 def limits(args: argparse.Namespace) -> Limits:
-    return Limits(args.time_limit, args.compile_limit, args.memory_limit << 20)
+    """The limits asked for; those not given are the defaults, stretched for this machine's speed."""
+    machine = machine_limits()
+    return dataclasses.replace(machine, seconds=args.time_limit or machine.seconds,
+                               compile_seconds=args.compile_limit or machine.compile_seconds,
+                               memory=args.memory_limit << 20)
 
 
 if __name__ == "__main__":

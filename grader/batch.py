@@ -30,7 +30,7 @@ from tqdm import tqdm
 from bpflab.course.labs import Lab
 from bpflab.processes import restore_sigterm, sigterm_interrupts
 from grader.gradebook import RECORD, write_class
-from grader.isolation import Interrupted, Limits, grade, grader_fault, prepare
+from grader.isolation import Interrupted, Limits, grade, grader_fault, machine_limits, prepare
 from grader.report import feedback, gradescope_student, record
 from grader.runner import LabResult
 
@@ -71,7 +71,7 @@ def write_student(out: Path, student: str, results: list[LabResult]) -> None:
 def run(submissions: Path, out: Path, labs: list[Lab], jobs: int, limits: Limits | None = None) -> int:
     """Grade the class; return the exit status (0 graded, 1 with grader faults, 130 interrupted)."""
     prepare()
-    limits = limits or Limits()
+    limits = limits or machine_limits()
     folders = students(submissions)
     todo = pairs(folders, labs)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,6 @@ from grader.runner import LabResult, TestResult
 from grader.sandbox import Rejected, read_program
 
 GRADED = (0, 1)  # pytest's exit codes when every test ran: all passed, some failed
-STARTUP_SECONDS = 120  # Python, pytest and scapy starting up, on a loaded machine
 TERM_GRACE = 15  # seconds a stopped child has to remove its namespaces before SIGKILL
 MAX_NOTES = 4000  # characters of warnings taken from a child: enough for a dozen, no flood
 
@@ -50,6 +49,33 @@ class Limits:
     seconds: float = 300  # one lab's whole graded run; the longest reference run takes ~20 s
     compile_seconds: float = 30  # compile and load; a reference takes 4-6 s (a trial compile first)
     memory: int = MEMORY_LIMIT
+    startup_seconds: float = 120  # Python, pytest and scapy starting up, on a loaded machine
+
+
+# The time limits are for this course's machines (a reference compiles in 4-6 s). A machine many
+# times slower, such as a VM under QEMU's emulation when the host has no KVM (where a reference
+# took over 30 s to compile), gets limits as many times longer: a right program must not fail
+# there for the machine's sake. How much slower: a fixed piece of Python, against the time it
+# takes on a typical machine (0.035 s where the course is developed), best of 3.
+CALIBRATION_SECONDS = 0.05
+MAX_SLOWNESS = 20.0
+
+
+def slowness() -> float:
+    """How many times slower than a typical machine this one runs Python (1 at least)."""
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.perf_counter() - start)
+    return min(max(best / CALIBRATION_SECONDS, 1.0), MAX_SLOWNESS)
+
+
+def machine_limits() -> Limits:
+    """The default limits, stretched for a machine slower than the course's (see `slowness`)."""
+    factor, defaults = slowness(), Limits()
+    return Limits(round(defaults.seconds * factor), round(defaults.compile_seconds * factor), defaults.memory,
+                  round(defaults.startup_seconds * factor))
 
 
 def expected_points(lab: Lab) -> int:
@@ -73,7 +99,7 @@ def prepare() -> None:
     cgroups.cleanup_stale()
 
 
-def grade(lab: Lab, submission: Path, limits: Limits = Limits(), hidden: bool = True,
+def grade(lab: Lab, submission: Path, limits: Limits | None = None, hidden: bool = True,
           stop: threading.Event | None = None) -> LabResult:
     """Grade `submission` (a folder) on `lab`; `stop`, once set, ends the run with Interrupted."""
     try:
@@ -82,7 +108,7 @@ def grade(lab: Lab, submission: Path, limits: Limits = Limits(), hidden: bool = 
         return zero(lab, submission, str(exc), hidden)
     with tempfile.TemporaryDirectory(prefix="bpflab-submission-") as folder:
         (Path(folder) / lab.program).write_text(text, encoding="utf-8")
-        result = Supervisor(lab, Path(folder), limits, hidden, stop).run()
+        result = Supervisor(lab, Path(folder), limits or machine_limits(), hidden, stop).run()
     result.submission = submission
     return result
 
@@ -91,7 +117,7 @@ def grade(lab: Lab, submission: Path, limits: Limits = Limits(), hidden: bool = 
 def collected(lab: Lab, hidden: bool) -> tuple[TestResult, ...]:
     """The lab's tests, listed by a child that runs nothing (no student code involved)."""
     with tempfile.TemporaryDirectory(prefix="bpflab-collect-") as folder:
-        result = Supervisor(lab, Path(folder), Limits(), hidden, None, collect_only=True).run()
+        result = Supervisor(lab, Path(folder), machine_limits(), hidden, None, collect_only=True).run()
     if not result.tests:
         raise RuntimeError(f"cannot list the tests of {lab.id}: {result.problem}")
     return tuple(result.tests)
@@ -155,7 +181,7 @@ class Supervisor:
         """When the current phase must end, and what it is called."""
         whole = (start + self.limits.seconds, "time")
         if self.collected_at is None:
-            return min((start + STARTUP_SECONDS, "startup"), whole)
+            return min((start + self.limits.startup_seconds, "startup"), whole)
         if not self.loaded and not any(t.output or t.score for t in self.result.tests):
             return min((self.collected_at + self.limits.compile_seconds, "compile"), whole)
         return whole

@@ -11,6 +11,7 @@ import pytest
 
 from bpflab.course.labs import ROOT, all_labs, load_lab
 from bpflab.course.starters import starter_source
+from grader import isolation
 from tests.conftest import Graded, run_grader, submission_with
 
 HELLO = load_lab("hello-xdp")
@@ -306,3 +307,13 @@ def test_broken_tcp_state_programs_lose_the_points_of_what_they_break(name, tmp_
     lost = {named[test["name"]] for test in graded.results["tests"] if test["score"] < test["max_score"]}
     assert lost == failing, graded.stdout
     assert feedback in graded.stdout, graded.stdout
+
+
+def test_time_limits_stretch_on_a_slower_machine_and_never_shrink(monkeypatch):
+    """Under QEMU's emulation a reference took over 30 s to compile: the defaults must scale."""
+    assert isolation.slowness() >= 1
+    monkeypatch.setattr(isolation, "slowness", lambda: 8.0)
+    stretched, defaults = isolation.machine_limits(), isolation.Limits()
+    assert (stretched.seconds, stretched.compile_seconds, stretched.startup_seconds) == \
+        (8 * defaults.seconds, 8 * defaults.compile_seconds, 8 * defaults.startup_seconds)
+    assert stretched.memory == defaults.memory
