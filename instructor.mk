@@ -4,7 +4,7 @@ SUBMISSION ?=
 SUITE ?= bookworm  # vm-smoke's guest: bookworm (Linux 6.1) or trixie (6.12)
 TOOLCHAIN ?= trixie  # toolchain's root: trixie (clang 19) or bookworm (clang 14)
 
-.PHONY: test grade release bench vm-smoke box toolchain lint
+.PHONY: test grade release bench vm-smoke box vm-vagrant toolchain lint
 
 test: provisioned ## Provision, then run the whole suite (package tests, graded references, notebooks)
 	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
@@ -23,6 +23,9 @@ vm-smoke: provisioned ## Boot a Debian guest (QEMU; SUITE=trixie for Linux 6.12)
 
 box: provisioned ## Build the course's Vagrant box for libvirt (Debian 12, the playbook applied) in dist/vagrant
 	$(PY) -m bpflab.tools.vm.box
+
+vm-vagrant: provisioned ## `vagrant up` end to end in a namespace of its own (course box built if stale): bench/vm-vagrant/
+	$(PY) -m bpflab.tools.vm.vagrant
 
 toolchain: provisioned ## Grade every reference with Debian 13's clang and BCC, in a root of its own
 	$(PY) -m bpflab toolchain $(TOOLCHAIN)

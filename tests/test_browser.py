@@ -15,16 +15,13 @@ import time
 import pytest
 
 from bpflab.course.labs import NOTEBOOKS_DIR, ROOT
+from bpflab.tools.browser import run_notebook
 from tests.test_jupyter import free_port, status
 
 NOTEBOOK = "01-xdp-icmp.ipynb"
 ANSWERED = "IPv4: 10 of 10 pings answered; the program counted 10"
 DONE = "namespaces left behind: none"
 SCREENSHOT = ROOT / "artifacts" / "browser" / "01-xdp-icmp.png"
-CHROMIUM = "/usr/bin/chromium"
-# As root, and with no network but the package registries: no sandbox, nothing phoning home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_SECONDS = 240
 
 
@@ -65,26 +62,8 @@ def jupyterlab(tmp_path):
 
 @pytest.mark.slow
 def test_first_lab_notebook_runs_in_chromium(jupyterlab):
-    from playwright.sync_api import sync_playwright
-
     base, token = jupyterlab
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}")
-            page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
-            # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is connected.
-            page.wait_for_function("document.body.innerText.includes('ipykernel) | Idle')", timeout=90_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.locator('li[data-command="runmenu:run-all"]').click()
-            page.get_by_text("[1]:").first.wait_for(state="attached", timeout=60_000)
-            page.get_by_text(DONE).first.wait_for(state="attached", timeout=RUN_SECONDS * 1000)
-            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-            page.get_by_text(ANSWERED).first.scroll_into_view_if_needed()
-        finally:
-            page.screenshot(path=str(SCREENSHOT))
-            browser.close()
+    outputs = run_notebook(f"{base}/lab/tree/{NOTEBOOK}?token={token}", DONE, SCREENSHOT, RUN_SECONDS,
+                           shown=ANSWERED)
     assert ANSWERED in outputs
     assert "Traceback" not in outputs

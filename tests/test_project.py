@@ -86,5 +86,11 @@ def test_the_stamp_provisions_only_when_something_changed(tmp_path: Path):
     (project / "constraints.txt").write_text("scapy==0.0\n")
     assert provisions(project, "check")
     subprocess.run(stamp, cwd=project, check=True)
+    # Provisioned for another kernel (a box's root, built on this host for the box's own kernel):
+    # this machine, which runs its own kernel, must provision again.
+    subprocess.run([*stamp, "--kernel", "6.1.0-99-amd64"], cwd=project, check=True)
+    assert provisions(project, "check")
+    subprocess.run([*stamp, "--kernel", os.uname().release], cwd=project, check=True)
+    assert not provisions(project, "check")
     shutil.rmtree(project / ".venv")
     assert provisions(project, "check")

@@ -17,6 +17,7 @@ from the tree (mkfs.ext4 -d, at the first partition's offset of an MBR disk, sin
 tarred, is the box.
 
     dist/vagrant/bpflab-course-libvirt.box   the box: `vagrant box add --name bpflab/course` it
+    dist/vagrant/bpflab-course-libvirt.json  when and from which playbook inputs it was built
     /var/cache/bpflab/box/                   the debootstrapped base, the build's root, its log
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -52,6 +54,7 @@ PROJECT = "/vagrant"  # the Vagrantfile's synced folder; the venv the playbook m
 DISK_GB = 20  # the VM's disk as the guest sees it; qcow2 holds only what is written
 PART_OFFSET = 1 << 20  # the first partition starts at 1 MiB, as fdisk's default
 LABEL = "bpflab-root"
+MAX_AGE = 20 * 3600  # apt refreshes package lists older than a day (the playbook's cache_valid_time)
 INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems")  # where Debian's vagrant keeps keys/
 SOURCES = """deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main
@@ -211,6 +214,32 @@ def package_box(raw: Path, output: Path) -> None:
         partial.rename(output)
 
 
+def playbook_digest(kernel: str) -> str:
+    """provisioning/stamp.py's digest of the playbook's inputs, for `kernel`: what the box's stamp holds."""
+    spec = importlib.util.spec_from_file_location("stamp", ROOT / "provisioning" / "stamp.py")
+    stamp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stamp)
+    return stamp.digest(kernel)
+
+
+def description(output: Path) -> Path:
+    return output.with_suffix(".json")
+
+
+def is_current(output: Path, max_age: float = MAX_AGE) -> bool:
+    """Was the box at `output` built from today's playbook inputs, less than `max_age` seconds ago?
+
+    A VM with no network (`make vm-vagrant`'s) can only re-run the playbook without changes when
+    both hold: other inputs make it install, and day-old package lists make apt fetch new ones.
+    """
+    try:
+        built = json.loads(description(output).read_text())
+    except (OSError, ValueError):
+        return False
+    return (output.is_file() and time.time() - built["built"] < max_age
+            and built["digest"] == playbook_digest(built["kernel"]))
+
+
 def build(output: Path = OUTPUT) -> dict[str, float]:
     """Build the box at `output`; the seconds each step took."""
     times: dict[str, float] = {}
@@ -230,6 +259,7 @@ def build(output: Path = OUTPUT) -> dict[str, float]:
     times["playbook"] = provision(root, log)
     say(f"provisioned in {times['playbook']:.0f} s")
 
+    kernel = kernel_release(root)
     start = time.monotonic()
     make_machine(root)
     raw = CACHE / "disk.raw"
@@ -240,6 +270,8 @@ def build(output: Path = OUTPUT) -> dict[str, float]:
     raw.unlink()
     shutil.rmtree(root)
     times["package"] = time.monotonic() - start
+    description(output).write_text(json.dumps(
+        {"built": time.time(), "kernel": kernel, "digest": playbook_digest(kernel), "seconds": times}) + "\n")
     say(f"{output} ({output.stat().st_size / 2**20:.0f} MiB): "
         + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items()))
     return times
