@@ -56,6 +56,11 @@ PART_OFFSET = 1 << 20  # the first partition starts at 1 MiB, as fdisk's default
 LABEL = "bpflab-root"
 MAX_AGE = 20 * 3600  # apt refreshes package lists older than a day (the playbook's cache_valid_time)
 INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems")  # where Debian's vagrant keeps keys/
+# What the build leaves that no VM should get: the build's DNS resolver, its no-services policy,
+# downloaded packages and caches, the machine identity and SSH host keys made during the build.
+BUILD_LEFTOVERS = ("srv/results", "usr/sbin/policy-rc.d", "etc/resolv.conf", "var/lib/dbus/machine-id",
+                   "var/cache/apt/archives/*.deb", "root/.cache", "root/.ansible", "tmp/*",
+                   "etc/ssh/ssh_host_*")
 SOURCES = """deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main
 deb http://security.debian.org/debian-security bookworm-security main
@@ -137,10 +142,7 @@ def make_machine(root: Path) -> None:
     for item in (root / PROJECT.lstrip("/")).iterdir():
         if item.name != ".venv":
             shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-    for leftover in ("srv/results", "usr/sbin/policy-rc.d", "etc/resolv.conf", "var/lib/dbus/machine-id"):
-        path = root / leftover
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    for pattern in ("var/cache/apt/archives/*.deb", "root/.cache", "tmp/*", "etc/ssh/ssh_host_*"):
+    for pattern in BUILD_LEFTOVERS:
         for path in root.glob(pattern):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     (root / "etc/machine-id").write_text("")  # systemd makes one per VM at first boot
