@@ -23,7 +23,8 @@ rest: `ip netns exec` remounts / as a slave, which fails unless / is a mount poi
 
 The root gets nothing of this machine but its DNS resolver and, where there is one, its CA
 bundle (at /run/host-ca.crt, named by PIP_CERT and SSL_CERT_FILE: machines whose package access
-goes through a TLS proxy need it, and it is never written into the root). Debian's packages may
+goes through a TLS proxy need it, and it is never written into the root), and in the run's
+environment only, its proxies (apt's Acquire::http::Proxy among them) and pip index URLs. Debian's packages may
 not start services in it (policy-rc.d): NSD's would listen on the host's network.
 """
 
@@ -160,17 +161,34 @@ def copy_course(root: Path, course: str = COURSE) -> None:
     (root / RESULTS.lstrip("/")).mkdir(parents=True)
 
 
+# The host's package access that a root needs to reach the same mirrors: its proxies, and the
+# pip index it is told to use (URLs only: a pip config file may name files the root lacks).
+PASSED_ON = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+             "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
+
+
 def environment() -> dict[str, str]:
-    """A fresh machine's environment, plus the host's CA bundle and proxies if it has them."""
+    """A fresh machine's environment, plus the host's CA bundle, proxies (apt's own among them)
+    and pip index if it has them: for the run only, never written into the root."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "HOST_CA": str(HOST_CA)}
     if HOST_CA.is_file():
         env.update(PIP_CERT="/run/host-ca.crt", SSL_CERT_FILE="/run/host-ca.crt",
                    REQUESTS_CA_BUNDLE="/run/host-ca.crt")
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        if name in os.environ:
-            env[name] = os.environ[name]
+    env.update({name: os.environ[name] for name in PASSED_ON if name in os.environ})
+    if "http_proxy" not in env and (proxy := apt_proxy()):
+        env["http_proxy"] = proxy
     return env
+
+
+def apt_proxy() -> str:
+    """The host apt's Acquire::http::Proxy, if it sets one ("" if not, or if apt-config is absent)."""
+    try:
+        done = subprocess.run(["apt-config", "shell", "PROXY", "Acquire::http::Proxy"], capture_output=True,
+                              text=True, check=False)
+    except FileNotFoundError:
+        return ""
+    return done.stdout.partition("=")[2].strip().strip("'\"")
 
 
 def run_inside(root: Path, command: str, log: Path, timeout: float, course: str = COURSE) -> int:
