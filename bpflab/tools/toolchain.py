@@ -24,8 +24,8 @@ rest: `ip netns exec` remounts / as a slave, which fails unless / is a mount poi
 The root gets nothing of this machine but its DNS resolver and, where there is one, its CA
 bundle (at /run/host-ca.crt, named by PIP_CERT and SSL_CERT_FILE: machines whose package access
 goes through a TLS proxy need it, and it is never written into the root), and in the run's
-environment only, its proxies (apt's Acquire::http::Proxy among them) and pip index URLs. Debian's packages may
-not start services in it (policy-rc.d): NSD's would listen on the host's network.
+environment only, its proxies (apt's Acquire::http::Proxy among them) and pip index URLs.
+Debian's packages may not start services in it (policy-rc.d): NSD's would listen on the host's network.
 """
 
 from __future__ import annotations
