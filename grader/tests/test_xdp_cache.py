@@ -219,12 +219,14 @@ def test_a_reply_that_raced_a_write_does_not_fill(parts: Parts, net: CacheLab) -
     with net.attached(*programs), net.udp() as udp, socket_in(
             net.topology.client.netns, socket.AF_INET, socket.SOCK_STREAM) as tcp:
         working_cache(net, programs[0])
-        net.client.set(b"raced", b"old", noreply=False)
         tcp.settimeout(2)
         tcp.connect((net.server_ip, oracle.PORT))
         tcp.sendall(b"version\r\n")
         tcp.recv(100)  # memcached has the connection: the SET below waits in its socket, not in a queue
         for attempt in range(1, RACE_ATTEMPTS + 1):
+            # Each try starts from a miss: a SET of its own invalidates whatever the last try filled
+            # (had that one filled, this GET would be a hit that never meets the race).
+            net.client.set(b"raced", b"old", noreply=False)
             with net.paused():
                 udp.sock.send(oracle.get_request(b"raced", attempt))  # a miss: memcached has it
                 tcp.sendall(b"set raced 0 0 %d\r\n%d\r\n" % (len(b"%d" % attempt), attempt))
