@@ -4,7 +4,10 @@ SUBMISSION ?=
 SUITE ?= bookworm  # vm-smoke's guest: bookworm (Linux 6.1) or trixie (6.12)
 TOOLCHAIN ?= trixie  # toolchain's root: trixie (clang 19) or bookworm (clang 14)
 
-.PHONY: test grade release bench vm-smoke box vm-vagrant toolchain lint
+SERVICE ?=
+TOKEN_FILE ?=
+
+.PHONY: test grade release bench vm-smoke box vm-vagrant toolchain lint gradescope
 
 test: provisioned ## Provision, then run the whole suite (package tests, graded references, notebooks)
 	$(PY) -m pytest tests --junitxml=artifacts/junit.xml
@@ -30,6 +33,9 @@ vm-vagrant: provisioned ## `vagrant up` end to end in a namespace of its own (co
 toolchain: provisioned ## Grade every reference with Debian 13's clang and BCC, in a root of its own
 	$(PY) -m bpflab toolchain $(TOOLCHAIN)
 
-lint: provisioned ## ruff on the Python, ansible-lint on the playbook
+gradescope: provisioned ## LAB's Gradescope autograder zip: make gradescope LAB=xdp-icmp SERVICE=https://... TOKEN_FILE=...
+	$(PY) -m grader gradescope $(LAB) --service $(SERVICE) --token-file $(TOKEN_FILE) $(if $(BUNDLE),--bundle-course)
+
+lint: provisioned ## ruff on the Python, ansible-lint on the playbooks
 	$(PY) -m ruff check .
-	$(PY) -m ansiblelint provisioning/site.yml
+	$(PY) -m ansiblelint provisioning/site.yml provisioning/grade_fleet.yml provisioning/grade_service.yml

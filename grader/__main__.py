@@ -9,17 +9,24 @@ failed (a fault to report, not a grade), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from bpflab.course.labs import all_labs, load_lab
+from bpflab.processes import sigterm_as_interrupt
 from grader.isolation import Interrupted, Limits, grade, grader_fault, machine_limits, prepare
 from grader.report import summary, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gradescope"]:  # a parser of its own: grader/gradescope.py
+        from grader.gradescope import main as gradescope
+
+        return gradescope(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("grade", help="grade one submission folder on one lab")
@@ -43,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("shards", type=Path, nargs="+", help="results folders of `batch` runs")
     merge.add_argument("--out", type=Path, required=True)
     commands.add_parser("list", help="list the labs")
+    add_service(commands)
+    commands.add_parser("gradescope", add_help=False,
+                        help="build LAB's Gradescope autograder zip (dist/gradescope/LAB.zip)")
     args = parser.parse_args(argv)
+    if args.command in ("serve", "worker", "token"):
+        return service(args)
 
     if args.command == "batch":
         from grader import batch as batches  # tqdm and matplotlib: only for classes
@@ -93,6 +105,61 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         write_results(result, args.results)
     print(summary(result))
+    return 0
+
+
+def add_service(commands: argparse._SubParsersAction) -> None:
+    from grader.serve import RATE_LIMIT, RATE_WINDOW
+
+    serve = commands.add_parser("serve", help="grade over HTTP (Gradescope, any LMS): see grader/serve.py")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; "
+                                                           "put TLS in front with a reverse proxy)")
+    serve.add_argument("--port", type=int, default=8740)
+    serve.add_argument("--redis", default=os.environ.get(BROKER_ENV),
+                       help=f"the broker's URL (default: ${BROKER_ENV}, else a private Redis of its own)")
+    serve.add_argument("--jobs", type=int, default=1, help="grading workers started here "
+                                                           "(0: only other hosts' workers grade)")
+    serve.add_argument("--tokens", type=Path, required=True, help="the courses' token digests (TOML)")
+    serve.add_argument("--rate-limit", type=int, default=RATE_LIMIT, help="submissions per student "
+                                                                          "per window (default %(default)s)")
+    serve.add_argument("--rate-window", type=int, default=RATE_WINDOW, help="seconds (default %(default)s)")
+    worker = commands.add_parser("worker", help="grade jobs from a grading service's broker")
+    worker.add_argument("--redis", default=os.environ.get(BROKER_ENV),
+                        help=f"the broker's URL, e.g. redis://:PASSWORD@host:6379/0 (default: ${BROKER_ENV}, "
+                             "which keeps a password out of `ps`)")
+    worker.add_argument("--jobs", type=int, default=1, help="grades at once on this host (default 1)")
+    token = commands.add_parser("token", help="make a course's bearer token for `serve` (printed once)")
+    token.add_argument("course")
+    token.add_argument("--tokens", type=Path, required=True, help="the TOML file `serve --tokens` reads")
+
+
+BROKER_ENV = "BPFLAB_BROKER_URL"
+
+
+def service(args: argparse.Namespace) -> int:
+    """The grading service's commands: serve, worker, token."""
+    if args.command == "token":
+        from grader.serve import add_token
+
+        print(add_token(args.tokens, args.course))
+        return 0
+    if args.command == "serve":
+        from grader.serve import run
+
+        return run(args.host, args.port, args.redis, max(args.jobs, 0), args.tokens, args.rate_limit,
+                   args.rate_window)
+    from grader import broker, jobs
+
+    if not args.redis:
+        print(f"grader worker: name the broker with --redis URL or ${BROKER_ENV}", file=sys.stderr)
+        return 2
+    if args.jobs <= 1:
+        jobs.work(args.redis)
+        return 0
+    with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt), \
+            broker.workers(args.redis, args.jobs) as started:
+        for process in started:  # until SIGTERM: then each worker finishes its grade and stops
+            process.wait()
     return 0
 
 
