@@ -1,0 +1,181 @@
+"""The grading service for real: `grader serve` in a namespace of its own (tests/service.py), RQ
+workers, Redis, real grades, and clients in another namespace sending what a class sends at a
+deadline. Workers and the broker are the service's own children, or the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bpflab.course.labs import ROOT, all_labs, load_lab
+from bpflab.course.starters import starter_source
+from bpflab.processes import die_with_parent, stop
+from bpflab.topology import Topology, in_netns
+from grader.broker import private_redis
+from tests.conftest import run_grader
+from tests.hostile import CASES, LAB, SLOW
+from tests.service import WAIT, Service, grading_children, parent_of, running_service
+from tests.test_gradescope import LAB as GRADESCOPE_LAB
+from tests.test_gradescope import gradescope_root, results_of, run_autograder
+
+# What cannot travel as one file over HTTP: a symlink and an empty folder (tests/test_batch.py).
+NOT_A_FILE = {"symlink-outside", "empty-folder"}
+
+
+def valid_results(results: dict) -> bool:
+    """Gradescope's results.json: a score, and tests that each name a score, a maximum and who sees it."""
+    return (isinstance(results.get("score"), (int, float)) and isinstance(results.get("tests"), list)
+            and all({"name", "score", "max_score", "output", "visibility"} <= set(test)
+                    for test in results["tests"]))
+
+
+def class_at_the_deadline(tmp_path: Path, size: int) -> list[tuple[str, str, bytes, float | None, str]]:
+    """(student, lab, file, score it must get or None for full marks, words it must say): every
+    lab's reference and starter, the hostile set, and hello-xdp references up to `size`."""
+    sent = []
+    for lab in all_labs():
+        reference = lab.reference.read_text()
+        sent.append((f"ref-{lab.id}", lab.id, reference.encode(), None, ""))
+        sent.append((f"starter-{lab.id}", lab.id, starter_source(reference).encode(), 0, ""))
+    for name, case in CASES.items():
+        if name in NOT_A_FILE:
+            continue
+        folder = tmp_path / name
+        folder.mkdir()
+        case.make(folder)
+        says = re.sub(r"longer than \d+ s", "longer than", case.says)  # the limit grows on a slow host
+        sent.append((name, LAB.id, (folder / LAB.program).read_bytes(), case.score, says))
+    reference = LAB.reference.read_bytes()
+    sent += [(f"student-{i}", LAB.id, reference, None, "") for i in range(size - len(sent))]
+    return sent
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[Topology]:
+    with Topology(peer_xdp=False) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="module")
+def service(net, tmp_path_factory) -> Iterator[Service]:
+    folder = tmp_path_factory.mktemp("service")
+    with running_service(net, folder, "--jobs", "2", "--rate-limit", "3") as running:
+        yield running
+
+
+def test_fifty_submissions_at_once_each_get_the_grade_grader_grade_gives(service, tmp_path):
+    """50 at once with two workers: references full marks (hidden tests counted, shown after
+    publication), starters and the hostile set 0 with their reasons, every answer a results.json."""
+    sent = class_at_the_deadline(tmp_path, 50)
+    start = time.monotonic()
+    with ThreadPoolExecutor(len(sent)) as pool:
+        answers = list(pool.map(lambda s: service.post(s[1], s[0], s[2]), sent))
+    seconds = time.monotonic() - start
+    print(f"{len(sent)} submissions graded in {seconds:.0f} s with 2 workers: "
+          f"{len(sent) / seconds * 60:.1f} per minute")
+    for (student, lab_id, _, score, says), answer in zip(sent, answers, strict=True):
+        assert answer.status_code == 200, (student, answer.text)
+        results = answer.json()
+        assert valid_results(results), (student, results)
+        lab = load_lab(lab_id)
+        assert results["max_score"] == lab.points, (student, results["max_score"])
+        assert results["score"] == (lab.points if score is None else score), (student, results)
+        hidden = [test for test in results["tests"] if test["visibility"] == "after_published"]
+        assert sum(test["max_score"] for test in hidden) == lab.hidden_points, (student, hidden)
+        assert says in json.dumps(results, ensure_ascii=False).replace("\\\"", "\""), (student, results)
+    graded = Counter(line.split("[")[1].split("]")[0] for line in service.lines(r"grader\.jobs: graded "))
+    assert len(graded) == len(sent) and set(graded.values()) == {1}, "each submission graded once"
+
+
+def test_a_wrong_token_an_oversized_file_and_a_student_over_the_limit_are_refused(service):
+    reference = LAB.reference.read_bytes()
+    assert service.post(LAB.id, "mallory", reference, token="not-a-token").status_code == 401
+    too_large = service.post(LAB.id, "mallory", reference + b"/*" + b"x" * 200_000 + b"*/\n")
+    assert too_large.status_code == 413 and "KiB" in too_large.json()["detail"]
+    with in_netns(service.netns), httpx.Client(timeout=30) as client:  # no Content-Length to go by
+        chunked = client.post(f"{service.url}/v1/grade", headers={"Authorization": f"Bearer {service.token}"},
+                              content=(b"x" * 50_000 for _ in range(3)))
+    assert chunked.status_code == 413, chunked.text
+    unknown = service.post(LAB.id, "mallory", reference, wait=0)
+    assert unknown.status_code == 202, unknown.text
+    more = [service.post(LAB.id, "mallory", reference, wait=0).status_code for _ in range(3)]
+    assert more == [202, 202, 429]  # the rate limit is 3 per window here
+    polled = service.get(f"{unknown.json()['url']}?wait={WAIT}")
+    assert polled.status_code == 200 and polled.json()["score"] == LAB.points, polled.text
+
+
+def test_the_api_is_described_by_openapi_and_lists_the_labs(service):
+    paths = service.get("/openapi.json").json()["paths"]
+    assert {"/v1/grade", "/v1/jobs/{job_id}", "/v1/labs", "/health"} <= set(paths)
+    labs = service.get("/v1/labs").json()
+    assert [lab["id"] for lab in labs] == [lab.id for lab in all_labs()]
+    assert service.get("/health").json()["workers"] == 2
+
+
+def test_a_client_that_goes_away_mid_grade_stops_its_grade_and_leaves_nothing(service):
+    """A compile that would run to its limit (30 s and more), its client gone after 4 s: the
+    grade stops within seconds and its namespaces go with it (the autouse check)."""
+    with pytest.raises(httpx.TimeoutException):
+        service.post(LAB.id, "leaver", (SLOW + LAB.reference.read_text()).encode(), timeout=4)
+    left = time.monotonic()
+    while grading_children() and time.monotonic() - left < 20:
+        time.sleep(0.2)
+    assert not grading_children(), "the grade went on after its client left"
+    assert service.lines("the client went away"), service.log.read_text()[-2000:]
+
+
+def test_two_workers_one_killed_mid_run_every_submission_answered_once(net, tmp_path):
+    """Two workers behind one broker; one is SIGKILLed (its grade dies with it) while 50 are
+    under way: RQ finds the job lost and runs it again, and every submission gets one answer."""
+    reference = LAB.reference.read_bytes()
+    with private_redis() as url, running_service(net, tmp_path, "--redis", url, "--jobs", "0",
+                                                          ready=503) as service:
+        logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+        workers = [subprocess.Popen([sys.executable, "-m", "grader", "worker", "--redis", url], cwd=ROOT,
+                                    stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                    preexec_fn=die_with_parent, start_new_session=True) for log in logs]
+        try:
+            with ThreadPoolExecutor(50) as pool:
+                answers = pool.map(lambda i: service.post(LAB.id, f"student-{i}", reference), range(50))
+                victim = workers[0]
+                while not any(parent_of(parent_of(child)) == victim.pid for child in grading_children()):
+                    time.sleep(0.1)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                answers = list(answers)
+        finally:
+            for worker in workers:
+                stop(worker, grace=60)
+        wrong = [answer.text for answer in answers
+                 if answer.status_code != 200 or answer.json()["score"] != LAB.points]
+        assert not wrong, wrong[:3]
+        worker_log = "".join(log.read_text() for log in logs)
+        graded = Counter(re.findall(r"\[(\w+)\] grader\.jobs: graded ", worker_log))
+        started = Counter(re.findall(r"\[(\w+)\] grader\.jobs: grading ", worker_log))
+        assert len(graded) == 50 and set(graded.values()) == {1}
+        assert [job for job, count in started.items() if count > 1], "the killed worker's job ran again"
+
+
+
+
+def test_gradescopes_autograder_without_capabilities_gets_what_grader_grade_gives(service, net, tmp_path):
+    """run_autograder as Gradescope runs it (an /autograder-shaped root, CAP_NET_ADMIN, CAP_BPF and
+    CAP_SYS_ADMIN dropped), against the real service: the same results.json as `grader grade`."""
+    lab = load_lab(GRADESCOPE_LAB)
+    root = gradescope_root(tmp_path / "gradescope", service.url, timeout=WAIT,
+                           files={lab.program: lab.reference.read_text()}, token=service.token)
+    done = run_autograder(root, net.client.netns)
+    assert done.returncode == 0 and "probe: remote" in done.stderr, done.stderr
+    assert results_of(root) == run_grader(None, lab.id, tmp_path).results
