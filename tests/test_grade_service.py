@@ -18,11 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from bpflab.course.labs import ROOT, all_labs, load_lab
 from bpflab.course.starters import starter_source
 from bpflab.processes import die_with_parent, stop
 from bpflab.topology import Topology, in_netns
+from grader import jobs
 from grader.broker import private_redis
 from tests.conftest import run_grader
 from tests.hostile import CASES, LAB, SLOW
@@ -155,6 +157,10 @@ def test_two_workers_one_killed_mid_run_every_submission_answered_once(net, tmp_
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 answers = list(answers)
+            # A job that fails on every worker (here: a lab no worker knows, put on the queue
+            # behind the service's back) runs twice, then gets a plain-words 503, not a score.
+            jobs.enqueue(Redis.from_url(url), "failing-job", "no-such-lab", b"x", "test-course")
+            failed = service.get(f"/v1/jobs/failing-job?wait={WAIT}")
         finally:
             for worker in workers:
                 stop(worker, grace=60)
@@ -166,6 +172,8 @@ def test_two_workers_one_killed_mid_run_every_submission_answered_once(net, tmp_
         started = Counter(re.findall(r"\[(\w+)\] grader\.jobs: grading ", worker_log))
         assert len(graded) == 50 and set(graded.values()) == {1}
         assert [job for job, count in started.items() if count > 1], "the killed worker's job ran again"
+        assert failed.status_code == 503 and "failed twice" in failed.json()["detail"], failed.text
+        assert len(re.findall(r"bpflab-grade: no-such-lab .*\(failing-job\)", worker_log)) == 2
 
 
 
