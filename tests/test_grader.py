@@ -208,27 +208,32 @@ def test_broken_dns_servers_lose_the_points_of_what_they_break(name, tmp_path):
 
 
 # Broken versions of the xdp-cache reference, and exactly the tests each must fail (the hidden
-# suite's included): without the invalidation, the stale-read test by name among them.
+# suite's included): without the invalidation, the stale-read test by name among them. A fill
+# that ignores writes since its miss is caught every time by the raced-write test, which makes
+# the race; the random operations catch it only when chance makes it (1 stale read in 10,000,
+# once in 5 CI runs): they may fail it too, and nothing else may.
+RANDOM_STALE_READS = "test_no_stale_reads_under_random_operations"
 CACHE_VARIANTS = {
     "no-invalidation": ([("\t\t__sync_fetch_and_add(now, 1);\n", "")],
                         {"test_set_then_get_returns_the_new_value",
                          "test_delete_and_incr_invalidate_over_udp_and_tcp",
-                         "test_no_stale_reads_under_random_operations",
+                         RANDOM_STALE_READS,
                          "test_a_reply_that_raced_a_write_does_not_fill",
-                         "test_pipelined_writes_invalidate_every_key"}),
+                         "test_pipelined_writes_invalidate_every_key"}, set()),
     "fill-ignores-writes-since-the-miss": ([("\tif (get->epoch != current_epoch()) {", "\tif (0) {")],
-                                           {"test_a_reply_that_raced_a_write_does_not_fill"}),
+                                           {"test_a_reply_that_raced_a_write_does_not_fill"},
+                                           {RANDOM_STALE_READS}),
 }
 
 
 @pytest.mark.parametrize("name", CACHE_VARIANTS)
 def test_broken_caches_lose_the_points_of_what_they_break(name, tmp_path):
-    edits, failing = CACHE_VARIANTS[name]
+    edits, failing, by_chance = CACHE_VARIANTS[name]
     lab = load_lab("xdp-cache")
     graded = grade_variant(lab, name, edits, tmp_path)
     named = {**function_names(lab.suite), **function_names(lab.hidden_suite)}
     lost = {named[test["name"]] for test in graded.results["tests"] if test["score"] < test["max_score"]}
-    assert lost == failing, graded.stdout
+    assert failing <= lost <= failing | by_chance, graded.stdout
     assert name != "no-invalidation" or "read a stale value" in graded.stdout, graded.stdout
 
 
