@@ -49,6 +49,16 @@ class Service:
         with in_netns(self.netns), httpx.Client(timeout=30) as client:
             return client.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
 
+    def wait_until_ready(self, process: subprocess.Popen, ready: int = 200) -> None:
+        """Return once /health answers `ready`; fail, with the log, if `process` ends first."""
+        deadline = time.monotonic() + STARTUP
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if self.get("/health").status_code == ready:
+                    return
+            assert process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.2)
+
     def lines(self, pattern: str) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if re.search(pattern, line)]
 
@@ -67,13 +77,7 @@ def running_service(net: Topology, folder: Path, *options: str, ready: int = 200
                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)  # nsenter execs
     service = Service(f"http://{net.server.ipv4}:{PORT}", token, log, net.client.netns)
     try:
-        deadline = time.monotonic() + STARTUP
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if service.get("/health").status_code == ready:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        service.wait_until_ready(process, ready)
         yield service
     finally:
         stop(process, grace=60)
