@@ -13,11 +13,14 @@ import contextlib
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -125,6 +128,19 @@ def _reap(pid: int) -> None:
     """Collect a child's exit status, so that it does not linger as a zombie (alive to kill 0)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+@contextlib.contextmanager
+def owned_temp_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder named after this process (`<prefix><pid>-...`), removed at the end; a
+    killed process cannot remove its own, so the folders of processes that are gone are removed
+    first."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        owner = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if owner.isdigit() and not pid_alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as folder:
+        yield Path(folder)
 
 
 def in_threads(work: Callable[[T], None], items: Iterable[T]) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bpflab import cgroups, topology
 from bpflab.course.labs import ROOT, Lab
+from bpflab.processes import owned_temp_folder
 from grader import cgroup
 from grader.cgroup import MEMORY_LIMIT, MemoryCgroup
 from grader.runner import LabResult, TestResult
@@ -106,9 +107,9 @@ def grade(lab: Lab, submission: Path, limits: Limits | None = None, hidden: bool
         text = read_program(lab, submission)
     except Rejected as exc:
         return zero(lab, submission, str(exc), hidden)
-    with tempfile.TemporaryDirectory(prefix="bpflab-submission-") as folder:
-        (Path(folder) / lab.program).write_text(text, encoding="utf-8")
-        result = Supervisor(lab, Path(folder), limits or machine_limits(), hidden, stop).run()
+    with owned_temp_folder("bpflab-submission-") as folder:  # a killed grader's goes at the next grade
+        (folder / lab.program).write_text(text, encoding="utf-8")
+        result = Supervisor(lab, folder, limits or machine_limits(), hidden, stop).run()
     result.submission = submission
     return result
 
