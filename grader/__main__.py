@@ -13,12 +13,14 @@ import contextlib
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
 from bpflab.course.labs import all_labs, load_lab
 from bpflab.processes import sigterm_as_interrupt
 from grader.isolation import Interrupted, Limits, grade, grader_fault, machine_limits, prepare
 from grader.report import summary, write_results
+from grader.service_config import BROKER_ENV, PORT, RATE_LIMIT, RATE_WINDOW
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_service(commands: argparse._SubParsersAction) -> None:
-    from grader.serve import RATE_LIMIT, RATE_WINDOW
 
     serve = commands.add_parser("serve", help="grade over HTTP (Gradescope, any LMS): see grader/serve.py")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; "
                                                            "put TLS in front with a reverse proxy)")
-    serve.add_argument("--port", type=int, default=8740)
+    serve.add_argument("--port", type=int, default=PORT)
     serve.add_argument("--redis", default=os.environ.get(BROKER_ENV),
                        help=f"the broker's URL (default: ${BROKER_ENV}, else a private Redis of its own)")
     serve.add_argument("--jobs", type=int, default=1, help="grading workers started here "
@@ -131,9 +132,6 @@ def add_service(commands: argparse._SubParsersAction) -> None:
     token = commands.add_parser("token", help="make a course's bearer token for `serve` (printed once)")
     token.add_argument("course")
     token.add_argument("--tokens", type=Path, required=True, help="the TOML file `serve --tokens` reads")
-
-
-BROKER_ENV = "BPFLAB_BROKER_URL"
 
 
 def service(args: argparse.Namespace) -> int:
@@ -156,10 +154,15 @@ def service(args: argparse.Namespace) -> int:
     if args.jobs <= 1:
         jobs.work(args.redis)
         return 0
+    ended = None
     with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt), \
             broker.workers(args.redis, args.jobs) as started:
-        for process in started:  # until SIGTERM: then each worker finishes its grade and stops
-            process.wait()
+        while ended is None:  # until SIGTERM: then each worker finishes its grade and stops
+            ended = next((process for process in started if process.poll() is not None), None)
+            time.sleep(0.5)
+    if ended is not None:  # one died unasked: all stop, and the exit status says so (systemd restarts)
+        print(f"grader worker: worker {ended.pid} ended with status {ended.returncode}", file=sys.stderr)
+        return 1
     return 0
 
 

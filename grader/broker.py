@@ -9,23 +9,30 @@ nothing on disk, and is gone with the service: the embedded default for one host
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bpflab.course.labs import ROOT
-from bpflab.processes import die_with_parent, stop
+from bpflab.processes import die_with_parent, owned_temp_folder, stop
+from grader.isolation import TERM_GRACE, machine_limits
+from grader.jobs import connect
+from grader.service_config import BROKER_ENV
 
 READY_SECONDS = 10.0
-WORKER_STOP_GRACE = 360.0  # a stopped worker first finishes the grade it runs (at most the time limit)
+
+
+def stop_grace() -> float:
+    """Seconds a stopped worker may take: it first finishes the grade it runs, which the grader's
+    own limits bound (stretched on a slow machine, grader.isolation.machine_limits)."""
+    limits = machine_limits()
+    return limits.seconds + limits.startup_seconds + TERM_GRACE
 
 
 @contextlib.contextmanager
@@ -34,12 +41,12 @@ def private_redis() -> Iterator[str]:
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed: run provisioning/grade_service.yml (or "
                          "apt-get install redis-server), or name a broker with --redis URL.")
-    with tempfile.TemporaryDirectory(prefix="bpflab-broker-") as folder:
-        sock = Path(folder) / "redis.sock"
+    with owned_temp_folder("bpflab-broker-") as folder:  # a killed service's is removed by the next
+        sock = folder / "redis.sock"
         argv = ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", folder, "--loglevel", "warning"]
+                "--save", "", "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning"]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   preexec_fn=die_with_parent)
+                                   preexec_fn=die_with_parent, start_new_session=True)  # not Ctrl-C's
         url = f"unix://{sock}"
         try:
             wait_for(url, process)
@@ -53,7 +60,7 @@ def wait_for(url: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + READY_SECONDS
     while True:
         with contextlib.suppress(RedisConnectionError, FileNotFoundError):
-            if Redis.from_url(url).ping():
+            if connect(url).ping():
                 return
         if (process and process.poll() is not None) or time.monotonic() > deadline:
             raise SystemExit(f"the broker at {url} does not answer")
@@ -65,8 +72,10 @@ def workers(url: str, count: int) -> Iterator[list[subprocess.Popen]]:
     """`count` grading workers (`python -m grader worker`) on the broker at `url`, stopped at the
     end: one SIGTERM each, on which RQ lets the grade under way finish (a second one within a
     second is ignored, a later one kills the grade: so exactly one). Each is a session of its
-    own, so that a Ctrl-C at the service's terminal reaches the service alone."""
-    started = [subprocess.Popen([sys.executable, "-m", "grader", "worker", "--redis", url], cwd=ROOT,
+    own, so that a Ctrl-C at the service's terminal reaches the service alone. The broker's URL,
+    password and all, goes in the environment, out of `ps`."""
+    environment = {**os.environ, BROKER_ENV: url}
+    started = [subprocess.Popen([sys.executable, "-m", "grader", "worker"], cwd=ROOT, env=environment,
                                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, start_new_session=True)
                for _ in range(count)]
     try:
@@ -75,7 +84,7 @@ def workers(url: str, count: int) -> Iterator[list[subprocess.Popen]]:
         for process in started:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + WORKER_STOP_GRACE
+        deadline = time.monotonic() + stop_grace()
         for process in started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.0, deadline - time.monotonic()))

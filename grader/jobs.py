@@ -17,8 +17,10 @@ What can go wrong, and what happens then:
 - the client goes away: the service sets the job's cancel key; the running grade is stopped
   the way Ctrl-C stops `grader grade` (its namespaces removed), and the job ends `cancelled`.
 
-Jobs are serialized as JSON, never pickled: a worker must not run code that whoever can write
-to the broker put there.
+Whoever can write to the broker must not run code on the workers (as root): jobs are serialized
+as JSON, never pickled, and a worker runs `grade_job` and nothing else (`GradeJob`; RQ would
+import any function a job names, and any callback). The broker is reached with a password,
+given to workers in the environment, never on a command line where `ps` shows it.
 """
 
 from __future__ import annotations
@@ -27,16 +29,15 @@ import base64
 import logging
 import os
 import socket
-import tempfile
 import threading
-from pathlib import Path
 
 from redis import Redis
 from rq import Queue, Retry, Worker, get_current_job
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from bpflab.course.labs import load_lab
-from bpflab.processes import die_with_parent
+from bpflab.processes import die_with_parent, owned_temp_folder
 from grader.isolation import Interrupted, grade, grader_fault, machine_limits, prepare
 from grader.logs import request_id, setup_logging
 from grader.report import gradescope
@@ -56,8 +57,32 @@ class GraderFault(Exception):
     """The grader failed on a submission (not the submission's fault): worth one more run."""
 
 
+class GradeJob(Job):
+    """An RQ job that can only be `grade_job`: a job naming any other function, an instance to
+    call it on, or a callback, fails without importing or running anything."""
+
+    @property
+    def func(self):
+        if self.func_name != f"{__name__}.grade_job" or self.instance is not None:
+            raise PermissionError(f"a grading worker runs grade_job only, not {self.func_name!r}")
+        return grade_job
+
+    def _no_callback(self, name: str | None):
+        if name:
+            raise PermissionError(f"a grading worker runs no callback ({name!r})")
+
+    success_callback = property(lambda self: self._no_callback(self._success_callback_name))
+    failure_callback = property(lambda self: self._no_callback(self._failure_callback_name))
+    stopped_callback = property(lambda self: self._no_callback(self._stopped_callback_name))
+
+
 def queue(connection: Redis) -> Queue:
-    return Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    return Queue(QUEUE, connection=connection, serializer=JSONSerializer, job_class=GradeJob)
+
+
+def connect(url: str) -> Redis:
+    """The broker, with time limits: a broker cut off must fail a call, not hang it."""
+    return Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
 
 
 def cancel_key(job_id: str) -> str:
@@ -93,11 +118,11 @@ def grade_job(lab_id: str, program_b64: str) -> dict:
     watcher = threading.Thread(target=watch_cancel, args=(job, stop), daemon=True)
     watcher.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="bpflab-job-") as folder:
-            (Path(folder) / lab.program).write_bytes(base64.b64decode(program_b64))
+        with owned_temp_folder("bpflab-job-") as folder:  # a killed worker's is removed by the next job
+            (folder / lab.program).write_bytes(base64.b64decode(program_b64))
             log.info("grading %s", lab_id)
             try:
-                result = grade(lab, Path(folder), machine_limits(), hidden=True, stop=stop)
+                result = grade(lab, folder, machine_limits(), hidden=True, stop=stop)
             except Interrupted:
                 log.info("cancelled: nobody waits for it")
                 return CANCELLED
@@ -124,8 +149,8 @@ def work(url: str) -> None:
     finish first, as RQ's warm shutdown does)."""
     setup_logging()
     prepare()  # what a killed worker of this host left
-    connection = Redis.from_url(url)
+    connection = connect(url)
     name = f"{socket.gethostname()}-{os.getpid()}"
     worker = Worker([queue(connection)], connection=connection, name=name, serializer=JSONSerializer,
-                    job_monitoring_interval=HEARTBEAT)
+                    job_class=GradeJob, job_monitoring_interval=HEARTBEAT)
     worker.work(logging_level="INFO")

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import time
 import tomllib
@@ -34,19 +35,22 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
 from bpflab.course.labs import all_labs, load_lab
+from bpflab.processes import sigterm_as_interrupt
 from grader import jobs
 from grader.logs import request_id, setup_logging
 from grader.sandbox import MAX_BYTES
+from grader.service_config import RATE_LIMIT, RATE_WINDOW
 
 BODY_LIMIT = MAX_BYTES + 16 * 1024  # the largest program file, and room for the form around it
-RATE_LIMIT, RATE_WINDOW = 12, 600  # submissions per student per window (s): one every ~50 s
 POLL = 0.25  # seconds between a waiting request's looks at its job
 CLEANUP_EVERY = 5.0  # seconds between sweeps for jobs whose worker died
 MAX_WAIT = 1800.0  # seconds a request may ask to wait for its grade
+SHUTDOWN_GRACE = 10  # seconds a stopping service gives the requests under way, then closes them
 ENDED_UNGRADED = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 UNGRADED = {JobStatus.FAILED: "Grading failed twice on the grading hosts",
             JobStatus.STOPPED: "The grading job was stopped",
@@ -64,9 +68,12 @@ def digest(token: str) -> str:
 def read_tokens(path: Path) -> dict[str, str]:
     """Course id → its token's digest, from a TOML file with a `[courses]` table."""
     courses = tomllib.loads(path.read_text()).get("courses", {})
-    if not courses or not all(isinstance(v, str) and v.startswith("sha256:") for v in courses.values()):
+    if not all(isinstance(v, str) and v.startswith("sha256:") for v in courses.values()):
         raise ValueError(f"{path}: expected a [courses] table of course = \"sha256:...\" digests "
                          "(make one with `python -m grader token COURSE --tokens FILE`)")
+    if not courses:  # a fresh install: the service runs, and answers 401 until a course has a token
+        log.warning("%s holds no course token yet: make one with `python -m grader token COURSE "
+                    "--tokens %s`, then restart the service", path, path)
     return courses
 
 
@@ -77,8 +84,8 @@ def add_token(path: Path, course: str) -> str:
     courses[course] = digest(token)
     lines = ["# Grading service tokens: course = SHA-256 digest of its bearer token.", "[courses]"]
     lines += [f'"{name}" = "{value}"' for name, value in sorted(courses.items())]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write("\n".join(lines) + "\n")  # never readable by others, not even for a moment
     return token
 
 
@@ -94,20 +101,20 @@ class Settings:
 
 
 def limit_body(app, limit: int):
-    """ASGI middleware: 413 for a body over `limit` bytes, by its Content-Length before anything
-    is read; a body without one (chunked) is read first, up to the limit, then handed on (a
-    limit raised while the framework parses the form would come out as its 400)."""
+    """ASGI middleware: 413 for a body over `limit` bytes. A larger Content-Length is refused
+    before anything is read; any other body is read first, counting what really arrives, and
+    handed on only if it fits (a Content-Length cannot be trusted beside Transfer-Encoding:
+    chunked, and a limit raised while the framework parses the form would come out as its 400).
+    Bodies are at most 80 KiB: reading them whole costs nothing."""
 
     async def guarded(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
         too_large = JSONResponse({"detail": f"The upload is larger than {limit // 1024} KiB: submit only "
                                             "the lab's file."}, status_code=413)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:  # the server holds the body to its length
-            if length.isdigit() and int(length) > limit:
-                return await too_large(scope, receive, send)
-            return await app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await too_large(scope, receive, send)
         read, size = [], 0
         while True:
             message = await receive()
@@ -171,7 +178,7 @@ Course = Annotated[str, Depends(course_of)]
 
 
 def create_app(settings: Settings) -> FastAPI:
-    connection = Redis.from_url(settings.redis_url)
+    connection = jobs.connect(settings.redis_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,6 +189,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="bpflab grading service", version="1", lifespan=lifespan,
                   description="Grades one submission of an eBPF lab; answers Gradescope's results.json.")
     app.state.settings = settings
+
+    @app.exception_handler(RedisError)
+    async def broker_down(request: Request, error: RedisError) -> JSONResponse:
+        log.error("the broker failed: %s", error)
+        detail = ("Grading is unavailable right now (the grading queue does not answer): nothing was "
+                  "graded, and nothing is lost. Submit again later.")
+        return JSONResponse({"detail": detail}, status_code=503)
     app.add_middleware(limit_body, limit=settings.body_limit)
     app.add_middleware(with_request_id)  # outermost: every line, a 413's included, has the id
 
@@ -218,7 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
         job_id = request_id.get()
         log.info("%s/%s submits %s (%d bytes)", course, student, lab, len(program))
         await asyncio.to_thread(jobs.enqueue, connection, job_id, lab, program, course)
-        return await answer(request, job_id, wait)
+        return await answer(request, job_id, wait, cancel=True)
 
     @app.get("/v1/jobs/{job_id}", responses={202: {"description": "Still grading."}})
     async def job(request: Request, course: Course, job_id: str,
@@ -227,11 +241,12 @@ def create_app(settings: Settings) -> FastAPI:
         found = await asyncio.to_thread(jobs.queue(connection).fetch_job, job_id)
         if found is None or found.meta.get("course") != course:
             raise HTTPException(404, "No such grading job for this course (grades are kept a day).")
-        return await answer(request, job_id, wait)
+        log.info("polls job %s", job_id)
+        return await answer(request, job_id, wait, cancel=False)
 
-    async def answer(request: Request, job_id: str, wait: float) -> JSONResponse:
-        """Wait up to `wait` s for the job: its results.json; 202 if not done; the job cancelled
-        if the client goes away first."""
+    async def answer(request: Request, job_id: str, wait: float, cancel: bool) -> JSONResponse:
+        """Wait up to `wait` s for the job: its results.json; 202 if not done. If the client goes
+        away first, `cancel` stops the job (its submitter left; a poller leaving does not)."""
         deadline = time.monotonic() + wait
         while True:
             status, result = await asyncio.to_thread(state, connection, job_id)
@@ -246,9 +261,10 @@ def create_app(settings: Settings) -> FastAPI:
                 return JSONResponse({"id": job_id, "status": status.value, "url": f"/v1/jobs/{job_id}"},
                                     status_code=202)
             if await request.is_disconnected():
-                log.info("the client went away: the job is cancelled")
-                await asyncio.to_thread(jobs.cancel, connection, job_id)
-                return JSONResponse({"detail": "cancelled"}, status_code=499)
+                if cancel:
+                    log.info("the client went away: the job is cancelled")
+                    await asyncio.to_thread(jobs.cancel, connection, job_id)
+                return JSONResponse({"detail": "the client went away"}, status_code=499)
             await asyncio.sleep(POLL)
 
     return app
@@ -271,17 +287,33 @@ def admit(connection: Redis, course: str, student: str, settings: Settings) -> b
     return count <= settings.rate_limit
 
 
+def sweep(connection: Redis) -> None:
+    """One clean-up, under RQ's maintenance lock: workers clean the same registry under it, and
+    two clean-ups at once would both requeue an abandoned job (graded twice)."""
+    queue = jobs.queue(connection)
+    if queue.acquire_maintenance_lock():
+        try:
+            StartedJobRegistry(queue=queue).cleanup()
+        finally:
+            queue.release_maintenance_lock()
+
+
 async def sweep_abandoned(connection: Redis) -> None:
     """Now and then, hand the jobs of dead workers to RQ's clean-up: run again, or failed."""
     while True:
         with contextlib.suppress(Exception):  # a broker that is down now may be back next time
-            await asyncio.to_thread(StartedJobRegistry(queue=jobs.queue(connection)).cleanup)
+            await asyncio.to_thread(sweep, connection)
         await asyncio.sleep(CLEANUP_EVERY)
 
 
 def run(host: str, port: int, redis_url: str | None, job_count: int, tokens: Path,
         rate_limit: int = RATE_LIMIT, rate_window: int = RATE_WINDOW) -> int:
-    """Serve until SIGTERM or Ctrl-C; then the workers finish their grades and everything stops."""
+    """Serve until SIGTERM or Ctrl-C; then the workers finish their grades and everything stops.
+
+    uvicorn answers the requests under way for up to SHUTDOWN_GRACE s, then raises the signal
+    again with the handler it found: SIGTERM must then be an exception (KeyboardInterrupt), not
+    the default death, so that the `with` blocks stop the workers and the private Redis.
+    """
     import uvicorn
 
     from grader.broker import private_redis, wait_for, workers
@@ -294,5 +326,8 @@ def run(host: str, port: int, redis_url: str | None, job_count: int, tokens: Pat
         stack.enter_context(workers(settings.redis_url, job_count))
         log.info("grading on %s with %d local workers; API docs at http://%s:%d/docs",
                  settings.redis_url, job_count, host, port)
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+        with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+            uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None,
+                        timeout_graceful_shutdown=SHUTDOWN_GRACE)
+        log.info("stopping: each worker finishes the grade it runs")
     return 0
