@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from bpflab.course.labs import ROOT, load_lab
 from bpflab.processes import die_with_parent, stop
 from bpflab.topology import Topology, in_netns
 from grader.serve import add_token
+from grader.service_config import PORT
 
-PORT = 8740
 STARTUP = 30  # seconds for the service (and its workers) to answer /health
 WAIT = 900  # seconds a request waits for its grade
 
@@ -35,6 +35,7 @@ class Service:
     token: str
     log: Path
     netns: str  # the clients'
+    process: subprocess.Popen | None = None  # the service's, when this harness started it
 
     def post(self, lab: str, student: str, program: bytes, token: str | None = None, wait: float = WAIT,
              timeout: float = WAIT + 30) -> httpx.Response:
@@ -75,7 +76,7 @@ def running_service(net: Topology, folder: Path, *options: str, ready: int = 200
     with log.open("w") as out:
         process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)  # nsenter execs
-    service = Service(f"http://{net.server.ipv4}:{PORT}", token, log, net.client.netns)
+    service = Service(f"http://{net.server.ipv4}:{PORT}", token, log, net.client.netns, process)
     try:
         service.wait_until_ready(process, ready)
         yield service
@@ -94,7 +95,22 @@ def grading_children() -> set[int]:
     return found
 
 
+def grading_under(worker: int) -> bool:
+    """Whether a worker (its horse's child, so the worker's grandchild) is grading now."""
+    return any(parent_of(parent_of(child)) == worker for child in grading_children())
+
+
 def parent_of(pid: int) -> int:
     with contextlib.suppress(OSError, IndexError):
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     return 0
+
+
+def wait_until(condition: Callable[[], object], seconds: float) -> bool:
+    """Whether `condition()` came true within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
