@@ -22,6 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
+from rq import Queue
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
 
 from bpflab.course.labs import ROOT, all_labs, load_lab
 from bpflab.course.starters import starter_source
@@ -196,6 +199,12 @@ def test_two_workers_one_killed_mid_run_every_submission_answered_once(tmp_path)
             # behind the service's back) runs twice, then gets a plain-words 503, not a score.
             jobs.enqueue(Redis.from_url(url), "failing-job", "no-such-lab", b"x", "test-course")
             failed = service.get(f"/v1/jobs/failing-job?wait={WAIT}")
+            # Whoever can write to the broker names any function in a job: a worker runs none.
+            canary = tmp_path / "made-by-a-job"
+            foreign = Queue(jobs.QUEUE, connection=Redis.from_url(url), serializer=JSONSerializer)
+            smuggled = foreign.enqueue("os.mkdir", str(canary))
+            assert wait_until(lambda: smuggled.get_status(refresh=True) == JobStatus.FAILED, 30)
+            assert not canary.exists(), "a worker ran a function that is not grade_job"
         finally:
             for worker in workers:
                 stop(worker, grace=60)
